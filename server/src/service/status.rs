@@ -1,0 +1,60 @@
+//! Store errors on the wire: a gRPC status code, plus the precise
+//! [`ErrorKind`] in the `procshare-error` metadata entry (several kinds share
+//! a status code, e.g. WRONG_KIND and NOT_OWNER are both FAILED_PRECONDITION).
+
+use procshare_proto::{self as pb, ErrorKind};
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// The metadata key that carries the [`ErrorKind`] name of a failed call.
+pub const ERROR_KIND_KEY: &str = "procshare-error";
+
+pub fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::WrongKind | ErrorKind::NotOwner | ErrorKind::BrokenBarrier => {
+            Code::FailedPrecondition
+        }
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::Empty | ErrorKind::Full | ErrorKind::ResourceExhausted => {
+            Code::ResourceExhausted
+        }
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
+    }
+}
+
+/// A store error as a gRPC status.
+pub fn to_status(err: &StoreError) -> Status {
+    let kind = err.kind();
+    let mut status = Status::new(code_of(kind), err.to_string());
+    if let Ok(v) = kind.as_str_name().parse() {
+        status.metadata_mut().insert(ERROR_KIND_KEY, v);
+    }
+    status
+}
+
+/// A store error inside a batch response.
+pub fn to_wire(err: &StoreError) -> pb::Error {
+    pb::Error {
+        kind: err.kind() as i32,
+        message: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_travels_in_metadata() {
+        let s = to_status(&StoreError::NotOwner("lock \"l\" is not held".into()));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.metadata().get(ERROR_KIND_KEY).unwrap(), "NOT_OWNER");
+        assert_eq!(s.message(), "lock \"l\" is not held");
+    }
+}

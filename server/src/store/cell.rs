@@ -1,0 +1,110 @@
+//! The shared value (Python's `manager.Value`): one cell with atomic
+//! compare-and-swap and fetch-add, the fix for the classic `v.value += 1` race.
+
+use parking_lot::Mutex;
+use procshare_proto::{op::Kind as Op, OpResult};
+
+use super::error::{Result, StoreError};
+use super::reply;
+use super::val::Val;
+
+pub struct Cell {
+    value: Mutex<Val>,
+}
+
+impl Cell {
+    pub fn new(initial: Val) -> Self {
+        Cell {
+            value: Mutex::new(initial),
+        }
+    }
+
+    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+        match op {
+            Op::ValueGet(_) => Ok(reply::value(&self.value.lock())),
+            Op::ValueSet(o) => {
+                *self.value.lock() = Val::required(o.value, "value")?;
+                Ok(reply::unit())
+            }
+            Op::ValueSwap(o) => {
+                let new = Val::required(o.value, "value")?;
+                let old = std::mem::replace(&mut *self.value.lock(), new);
+                Ok(reply::value(&old))
+            }
+            Op::ValueCompareAndSwap(o) => {
+                let expected = Val::required(o.expected, "expected")?;
+                let new = Val::required(o.new, "new")?;
+                let mut value = self.value.lock();
+                let swapped = *value == expected;
+                if swapped {
+                    *value = new;
+                }
+                Ok(reply::swap(swapped, Some(&value)))
+            }
+            Op::ValueFetchAdd(o) => {
+                let delta = Val::required(o.delta, "delta")?;
+                let mut value = self.value.lock();
+                // A value created without an initial one is null: count it as 0.
+                let previous = match &*value {
+                    Val::Null => Val::zero_like(&delta),
+                    v => v.clone(),
+                };
+                let new = previous.add(&delta).map_err(|e| match e {
+                    StoreError::InvalidArgument(m) => {
+                        StoreError::InvalidArgument(format!("value {name:?}: {m}"))
+                    }
+                    other => other,
+                })?;
+                *value = new.clone();
+                Ok(reply::pair(&previous, &new))
+            }
+            other => Err(super::misrouted(name, &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::*;
+    use procshare_proto as pb;
+
+    #[test]
+    fn fetch_add_on_a_fresh_value_starts_at_zero() {
+        let c = Cell::new(Val::Null);
+        let add = |d: i64| {
+            c.apply("v", Op::ValueFetchAdd(pb::ValueFetchAdd { delta: Some(Val::Int(d).to_wire()) }))
+        };
+        assert_eq!(as_pair(add(2).unwrap()), (Val::Int(0), Val::Int(2)));
+        assert_eq!(as_pair(add(3).unwrap()), (Val::Int(2), Val::Int(5)));
+    }
+
+    #[test]
+    fn fetch_add_on_a_string_is_refused_and_keeps_it() {
+        let c = Cell::new(s("x"));
+        let r = c.apply("v", Op::ValueFetchAdd(pb::ValueFetchAdd { delta: Some(Val::Int(1).to_wire()) }));
+        assert!(matches!(r, Err(StoreError::InvalidArgument(_))));
+        assert_eq!(*c.value.lock(), s("x"));
+    }
+
+    #[test]
+    fn compare_and_swap_and_swap() {
+        let c = Cell::new(Val::Int(1));
+        let cas = |e: i64, n: i64| {
+            as_swap(
+                c.apply(
+                    "v",
+                    Op::ValueCompareAndSwap(pb::ValueCompareAndSwap {
+                        expected: Some(Val::Int(e).to_wire()),
+                        new: Some(Val::Int(n).to_wire()),
+                    }),
+                )
+                .unwrap(),
+            )
+        };
+        assert_eq!(cas(0, 5), (false, Some(Val::Int(1))));
+        assert_eq!(cas(1, 5), (true, Some(Val::Int(5))));
+        let old = c.apply("v", Op::ValueSwap(pb::ValueSwap { value: Some(Val::Int(7).to_wire()) }));
+        assert_eq!(as_value(old.unwrap()), Val::Int(5));
+    }
+}

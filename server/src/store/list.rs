@@ -1,0 +1,209 @@
+//! The shared list: Python's `list`, with Python's index rules (negative
+//! indexes count from the end, slices clamp, `insert` clamps).
+
+use parking_lot::Mutex;
+use procshare_proto::{op::Kind as Op, OpResult};
+
+use super::error::{Result, StoreError};
+use super::reply;
+use super::val::Val;
+
+#[derive(Default)]
+pub struct List {
+    items: Mutex<Vec<Val>>,
+}
+
+/// The position `index` names in a list of `len` items, Python style.
+fn position(index: i64, len: usize) -> Option<usize> {
+    let len = len as i64;
+    let i = if index < 0 { index + len } else { index };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+/// Python's clamping of a slice bound.
+fn clamp(bound: i64, len: usize) -> usize {
+    let len_i = len as i64;
+    let i = if bound < 0 { bound + len_i } else { bound };
+    i.clamp(0, len_i) as usize
+}
+
+fn out_of_range(name: &str, index: i64, len: usize) -> StoreError {
+    StoreError::OutOfRange(format!(
+        "list {name:?}: index {index} out of range (length {len})"
+    ))
+}
+
+impl List {
+    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+        match op {
+            Op::ListPush(o) => {
+                let v = Val::required(o.value, "value")?;
+                self.items.lock().push(v);
+                Ok(reply::unit())
+            }
+            Op::ListExtend(o) => {
+                let vs: Vec<Val> = o
+                    .values
+                    .into_iter()
+                    .map(Val::from_wire)
+                    .collect::<Result<_>>()?;
+                self.items.lock().extend(vs);
+                Ok(reply::unit())
+            }
+            Op::ListGet(o) => {
+                let items = self.items.lock();
+                let i = position(o.index, items.len())
+                    .ok_or_else(|| out_of_range(name, o.index, items.len()))?;
+                Ok(reply::value(&items[i]))
+            }
+            Op::ListSet(o) => {
+                let v = Val::required(o.value, "value")?;
+                let mut items = self.items.lock();
+                let len = items.len();
+                let i = position(o.index, len).ok_or_else(|| out_of_range(name, o.index, len))?;
+                items[i] = v;
+                Ok(reply::unit())
+            }
+            Op::ListInsert(o) => {
+                let v = Val::required(o.value, "value")?;
+                let mut items = self.items.lock();
+                let at = clamp(o.index, items.len());
+                items.insert(at, v);
+                Ok(reply::unit())
+            }
+            Op::ListPop(o) => {
+                let mut items = self.items.lock();
+                let len = items.len();
+                if len == 0 {
+                    return Err(StoreError::OutOfRange(format!(
+                        "pop from empty list {name:?}"
+                    )));
+                }
+                let index = o.index.unwrap_or(-1);
+                let i = position(index, len).ok_or_else(|| out_of_range(name, index, len))?;
+                Ok(reply::value(&items.remove(i)))
+            }
+            Op::ListRemove(o) => {
+                let v = Val::required(o.value, "value")?;
+                let mut items = self.items.lock();
+                let i = items.iter().position(|x| *x == v).ok_or_else(|| {
+                    StoreError::NotFound(format!("list {name:?}: value not in list"))
+                })?;
+                items.remove(i);
+                Ok(reply::unit())
+            }
+            Op::ListIndex(o) => {
+                let v = Val::required(o.value, "value")?;
+                let items = self.items.lock();
+                let i = items.iter().position(|x| *x == v).ok_or_else(|| {
+                    StoreError::NotFound(format!("list {name:?}: value not in list"))
+                })?;
+                Ok(reply::count(i))
+            }
+            Op::ListCount(o) => {
+                let v = Val::required(o.value, "value")?;
+                Ok(reply::count(
+                    self.items.lock().iter().filter(|x| **x == v).count(),
+                ))
+            }
+            Op::ListLen(_) => Ok(reply::count(self.items.lock().len())),
+            Op::ListRange(o) => {
+                let items = self.items.lock();
+                let len = items.len();
+                let start = o.start.map_or(0, |b| clamp(b, len));
+                let stop = o.stop.map_or(len, |b| clamp(b, len));
+                let slice = if start < stop { &items[start..stop] } else { &[] };
+                Ok(reply::values(slice))
+            }
+            Op::ListClear(_) => {
+                self.items.lock().clear();
+                Ok(reply::unit())
+            }
+            Op::ListReverse(_) => {
+                self.items.lock().reverse();
+                Ok(reply::unit())
+            }
+            Op::ListSnapshot(_) => Ok(reply::values(self.items.lock().iter())),
+            other => Err(super::misrouted(name, &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::*;
+    use procshare_proto as pb;
+
+    fn list_of(n: i64) -> List {
+        let l = List::default();
+        *l.items.lock() = (0..n).map(Val::Int).collect();
+        l
+    }
+
+    #[test]
+    fn negative_indexes_count_from_the_end() {
+        let l = list_of(3);
+        let get = |i| l.apply("l", Op::ListGet(pb::ListGet { index: i }));
+        assert_eq!(as_value(get(-1).unwrap()), Val::Int(2));
+        assert_eq!(as_value(get(0).unwrap()), Val::Int(0));
+        assert!(matches!(get(3), Err(StoreError::OutOfRange(_))));
+        assert!(matches!(get(-4), Err(StoreError::OutOfRange(_))));
+    }
+
+    #[test]
+    fn range_follows_python_slices() {
+        let l = list_of(5);
+        let range = |start, stop| {
+            as_values(
+                l.apply("l", Op::ListRange(pb::ListRange { start, stop }))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(range(Some(1), Some(3)), vec![Val::Int(1), Val::Int(2)]);
+        assert_eq!(range(Some(-2), None), vec![Val::Int(3), Val::Int(4)]);
+        assert_eq!(range(Some(4), Some(2)), vec![]);
+        assert_eq!(range(Some(-100), Some(100)).len(), 5);
+    }
+
+    #[test]
+    fn insert_clamps_and_pop_takes_an_index() {
+        let l = list_of(2);
+        l.apply("l", Op::ListInsert(pb::ListInsert { index: 100, value: Some(Val::Int(9).to_wire()) }))
+            .unwrap();
+        l.apply("l", Op::ListInsert(pb::ListInsert { index: -100, value: Some(Val::Int(7).to_wire()) }))
+            .unwrap();
+        assert_eq!(*l.items.lock(), vec![Val::Int(7), Val::Int(0), Val::Int(1), Val::Int(9)]);
+        let popped = l.apply("l", Op::ListPop(pb::ListPop { index: Some(1) })).unwrap();
+        assert_eq!(as_value(popped), Val::Int(0));
+        let popped = l.apply("l", Op::ListPop(pb::ListPop { index: None })).unwrap();
+        assert_eq!(as_value(popped), Val::Int(9));
+    }
+
+    #[test]
+    fn pop_from_empty_and_remove_of_absent_fail_without_change() {
+        let l = List::default();
+        assert!(matches!(
+            l.apply("l", Op::ListPop(pb::ListPop { index: None })),
+            Err(StoreError::OutOfRange(_))
+        ));
+        let l = list_of(2);
+        let err = l
+            .apply("l", Op::ListRemove(pb::ListRemove { value: Some(Val::Int(5).to_wire()) }))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)));
+        assert_eq!(l.items.lock().len(), 2);
+    }
+
+    #[test]
+    fn count_index_and_reverse() {
+        let l = List::default();
+        *l.items.lock() = vec![Val::Int(1), Val::Int(2), Val::Int(1)];
+        let count = l.apply("l", Op::ListCount(pb::ListCount { value: Some(Val::Int(1).to_wire()) }));
+        assert_eq!(as_count(count.unwrap()), 2);
+        let index = l.apply("l", Op::ListIndex(pb::ListIndex { value: Some(Val::Int(2).to_wire()) }));
+        assert_eq!(as_count(index.unwrap()), 1);
+        l.apply("l", Op::ListReverse(pb::ListReverse {})).unwrap();
+        assert_eq!(*l.items.lock(), vec![Val::Int(1), Val::Int(2), Val::Int(1)]);
+    }
+}
