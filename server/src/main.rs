@@ -14,7 +14,11 @@ use procshare_server::{serve, store::Store, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "procshared", version, about = "The procshare daemon: shared dicts, lists, values and locks over gRPC")]
+#[command(
+    name = "procshared",
+    version,
+    about = "The procshare daemon: shared dicts, lists, values and locks over gRPC"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:50051", env = "PROCSHARE_LISTEN")]

@@ -46,13 +46,19 @@ fn caller(client_id: String) -> Result<Caller, Status> {
 
 #[tonic::async_trait]
 impl Procshare for Service {
-    async fn ping(&self, _: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(
+        &self,
+        _: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 
-    async fn execute(&self, request: Request<pb::Request>) -> Result<Response<pb::Response>, Status> {
+    async fn execute(
+        &self,
+        request: Request<pb::Request>,
+    ) -> Result<Response<pb::Response>, Status> {
         let pb::Request {
             client_id,
             request_id,

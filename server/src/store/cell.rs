@@ -73,7 +73,12 @@ mod tests {
     fn fetch_add_on_a_fresh_value_starts_at_zero() {
         let c = Cell::new(Val::Null);
         let add = |d: i64| {
-            c.apply("v", Op::ValueFetchAdd(pb::ValueFetchAdd { delta: Some(Val::Int(d).to_wire()) }))
+            c.apply(
+                "v",
+                Op::ValueFetchAdd(pb::ValueFetchAdd {
+                    delta: Some(Val::Int(d).to_wire()),
+                }),
+            )
         };
         assert_eq!(as_pair(add(2).unwrap()), (Val::Int(0), Val::Int(2)));
         assert_eq!(as_pair(add(3).unwrap()), (Val::Int(2), Val::Int(5)));
@@ -82,7 +87,12 @@ mod tests {
     #[test]
     fn fetch_add_on_a_string_is_refused_and_keeps_it() {
         let c = Cell::new(s("x"));
-        let r = c.apply("v", Op::ValueFetchAdd(pb::ValueFetchAdd { delta: Some(Val::Int(1).to_wire()) }));
+        let r = c.apply(
+            "v",
+            Op::ValueFetchAdd(pb::ValueFetchAdd {
+                delta: Some(Val::Int(1).to_wire()),
+            }),
+        );
         assert!(matches!(r, Err(StoreError::InvalidArgument(_))));
         assert_eq!(*c.value.lock(), s("x"));
     }
@@ -104,7 +114,12 @@ mod tests {
         };
         assert_eq!(cas(0, 5), (false, Some(Val::Int(1))));
         assert_eq!(cas(1, 5), (true, Some(Val::Int(5))));
-        let old = c.apply("v", Op::ValueSwap(pb::ValueSwap { value: Some(Val::Int(7).to_wire()) }));
+        let old = c.apply(
+            "v",
+            Op::ValueSwap(pb::ValueSwap {
+                value: Some(Val::Int(7).to_wire()),
+            }),
+        );
         assert_eq!(as_value(old.unwrap()), Val::Int(5));
     }
 }

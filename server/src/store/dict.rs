@@ -29,7 +29,9 @@ impl Dict {
             Op::DictSet(o) => {
                 let key = Val::required(o.key, "key")?;
                 let value = Val::required(o.value, "value")?;
-                Ok(reply::maybe(self.entries.lock().insert(key, value).as_ref()))
+                Ok(reply::maybe(
+                    self.entries.lock().insert(key, value).as_ref(),
+                ))
             }
             Op::DictRemove(o) => {
                 let key = Val::required(o.key, "key")?;
@@ -128,7 +130,12 @@ mod tests {
         assert_eq!(as_maybe(set(&d, s("a"), Val::Int(1))), None);
         assert_eq!(as_maybe(set(&d, s("a"), Val::Int(2))), Some(Val::Int(1)));
         let got = d
-            .apply("d", Op::DictGet(pb::DictGet { key: Some(s("a").to_wire()) }))
+            .apply(
+                "d",
+                Op::DictGet(pb::DictGet {
+                    key: Some(s("a").to_wire()),
+                }),
+            )
             .unwrap();
         assert_eq!(as_maybe(got), Some(Val::Int(2)));
     }
@@ -137,7 +144,13 @@ mod tests {
     fn a_missing_key_field_is_invalid_and_changes_nothing() {
         let d = Dict::default();
         let err = d
-            .apply("d", Op::DictSet(pb::DictSet { key: None, value: Some(Val::Int(1).to_wire()) }))
+            .apply(
+                "d",
+                Op::DictSet(pb::DictSet {
+                    key: None,
+                    value: Some(Val::Int(1).to_wire()),
+                }),
+            )
             .unwrap_err();
         assert!(matches!(err, StoreError::InvalidArgument(_)));
         assert_eq!(d.entries.lock().len(), 0);
@@ -159,7 +172,10 @@ mod tests {
         };
         assert_eq!(as_swap(cas(None, Val::Int(1))), (true, Some(Val::Int(1))));
         assert_eq!(as_swap(cas(None, Val::Int(2))), (false, Some(Val::Int(1))));
-        assert_eq!(as_swap(cas(Some(Val::Int(1)), Val::Int(3))), (true, Some(Val::Int(3))));
+        assert_eq!(
+            as_swap(cas(Some(Val::Int(1)), Val::Int(3))),
+            (true, Some(Val::Int(3)))
+        );
     }
 
     #[test]
@@ -174,10 +190,19 @@ mod tests {
                 }),
             )
         };
-        assert_eq!(as_pair(add("n", Val::Int(5)).unwrap()), (Val::Int(0), Val::Int(5)));
-        assert_eq!(as_pair(add("n", Val::Int(-2)).unwrap()), (Val::Int(5), Val::Int(3)));
+        assert_eq!(
+            as_pair(add("n", Val::Int(5)).unwrap()),
+            (Val::Int(0), Val::Int(5))
+        );
+        assert_eq!(
+            as_pair(add("n", Val::Int(-2)).unwrap()),
+            (Val::Int(5), Val::Int(3))
+        );
         set(&d, s("t"), s("text"));
-        assert!(matches!(add("t", Val::Int(1)), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            add("t", Val::Int(1)),
+            Err(StoreError::InvalidArgument(_))
+        ));
         assert_eq!(d.entries.lock().get(&s("t")), Some(&s("text")));
     }
 

@@ -112,7 +112,11 @@ impl List {
                 let len = items.len();
                 let start = o.start.map_or(0, |b| clamp(b, len));
                 let stop = o.stop.map_or(len, |b| clamp(b, len));
-                let slice = if start < stop { &items[start..stop] } else { &[] };
+                let slice = if start < stop {
+                    &items[start..stop]
+                } else {
+                    &[]
+                };
                 Ok(reply::values(slice))
             }
             Op::ListClear(_) => {
@@ -169,14 +173,33 @@ mod tests {
     #[test]
     fn insert_clamps_and_pop_takes_an_index() {
         let l = list_of(2);
-        l.apply("l", Op::ListInsert(pb::ListInsert { index: 100, value: Some(Val::Int(9).to_wire()) }))
+        l.apply(
+            "l",
+            Op::ListInsert(pb::ListInsert {
+                index: 100,
+                value: Some(Val::Int(9).to_wire()),
+            }),
+        )
+        .unwrap();
+        l.apply(
+            "l",
+            Op::ListInsert(pb::ListInsert {
+                index: -100,
+                value: Some(Val::Int(7).to_wire()),
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            *l.items.lock(),
+            vec![Val::Int(7), Val::Int(0), Val::Int(1), Val::Int(9)]
+        );
+        let popped = l
+            .apply("l", Op::ListPop(pb::ListPop { index: Some(1) }))
             .unwrap();
-        l.apply("l", Op::ListInsert(pb::ListInsert { index: -100, value: Some(Val::Int(7).to_wire()) }))
-            .unwrap();
-        assert_eq!(*l.items.lock(), vec![Val::Int(7), Val::Int(0), Val::Int(1), Val::Int(9)]);
-        let popped = l.apply("l", Op::ListPop(pb::ListPop { index: Some(1) })).unwrap();
         assert_eq!(as_value(popped), Val::Int(0));
-        let popped = l.apply("l", Op::ListPop(pb::ListPop { index: None })).unwrap();
+        let popped = l
+            .apply("l", Op::ListPop(pb::ListPop { index: None }))
+            .unwrap();
         assert_eq!(as_value(popped), Val::Int(9));
     }
 
@@ -189,7 +212,12 @@ mod tests {
         ));
         let l = list_of(2);
         let err = l
-            .apply("l", Op::ListRemove(pb::ListRemove { value: Some(Val::Int(5).to_wire()) }))
+            .apply(
+                "l",
+                Op::ListRemove(pb::ListRemove {
+                    value: Some(Val::Int(5).to_wire()),
+                }),
+            )
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)));
         assert_eq!(l.items.lock().len(), 2);
@@ -199,9 +227,19 @@ mod tests {
     fn count_index_and_reverse() {
         let l = List::default();
         *l.items.lock() = vec![Val::Int(1), Val::Int(2), Val::Int(1)];
-        let count = l.apply("l", Op::ListCount(pb::ListCount { value: Some(Val::Int(1).to_wire()) }));
+        let count = l.apply(
+            "l",
+            Op::ListCount(pb::ListCount {
+                value: Some(Val::Int(1).to_wire()),
+            }),
+        );
         assert_eq!(as_count(count.unwrap()), 2);
-        let index = l.apply("l", Op::ListIndex(pb::ListIndex { value: Some(Val::Int(2).to_wire()) }));
+        let index = l.apply(
+            "l",
+            Op::ListIndex(pb::ListIndex {
+                value: Some(Val::Int(2).to_wire()),
+            }),
+        );
         assert_eq!(as_count(index.unwrap()), 1);
         l.apply("l", Op::ListReverse(pb::ListReverse {})).unwrap();
         assert_eq!(*l.items.lock(), vec![Val::Int(1), Val::Int(2), Val::Int(1)]);

@@ -59,9 +59,12 @@ impl Lock {
                     let token = self.state.lock().try_take(&caller.client_id);
                     return Ok(reply::acquired(token.is_some(), token.unwrap_or(0)));
                 }
-                let token = self.acquire(&caller.client_id, timeout).await.ok_or_else(|| {
-                    StoreError::Timeout(format!("timed out waiting for lock {name:?}"))
-                })?;
+                let token = self
+                    .acquire(&caller.client_id, timeout)
+                    .await
+                    .ok_or_else(|| {
+                        StoreError::Timeout(format!("timed out waiting for lock {name:?}"))
+                    })?;
                 Ok(reply::acquired(true, token))
             }
             Op::LockRelease(_) => {
@@ -130,7 +133,10 @@ mod tests {
             .apply(
                 "l",
                 &caller(who),
-                Op::LockAcquire(pb::LockAcquire { blocking: true, timeout_secs: timeout }),
+                Op::LockAcquire(pb::LockAcquire {
+                    blocking: true,
+                    timeout_secs: timeout,
+                }),
             )
             .await?;
         Ok(crate::store::testing::as_acquired(r))
@@ -140,9 +146,13 @@ mod tests {
     async fn tokens_grow_and_only_the_owner_releases() {
         let l = Lock::default();
         assert_eq!(acquire(&l, "a", None).await.unwrap(), (true, 1));
-        let r = l.apply("l", &caller("b"), Op::LockRelease(pb::LockRelease {})).await;
+        let r = l
+            .apply("l", &caller("b"), Op::LockRelease(pb::LockRelease {}))
+            .await;
         assert!(matches!(r, Err(StoreError::NotOwner(_))));
-        l.apply("l", &caller("a"), Op::LockRelease(pb::LockRelease {})).await.unwrap();
+        l.apply("l", &caller("a"), Op::LockRelease(pb::LockRelease {}))
+            .await
+            .unwrap();
         assert_eq!(acquire(&l, "b", None).await.unwrap(), (true, 2));
     }
 
@@ -173,7 +183,9 @@ mod tests {
         tokio::task::yield_now().await;
         cancelled.abort();
         let _ = cancelled.await;
-        l.apply("l", &caller("a"), Op::LockRelease(pb::LockRelease {})).await.unwrap();
+        l.apply("l", &caller("a"), Op::LockRelease(pb::LockRelease {}))
+            .await
+            .unwrap();
         assert_eq!(waiting.await.unwrap().unwrap(), (true, 2));
     }
 }

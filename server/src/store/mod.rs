@@ -299,7 +299,10 @@ pub(crate) mod testing {
 
     pub fn as_swap(r: OpResult) -> (bool, Option<Val>) {
         match kind(r) {
-            R::Swap(s) => (s.swapped, s.current.and_then(|m| m.value).map(|v| val(Some(v)))),
+            R::Swap(s) => (
+                s.swapped,
+                s.current.and_then(|m| m.value).map(|v| val(Some(v))),
+            ),
             other => panic!("expected swap, got {other:?}"),
         }
     }
@@ -339,15 +342,31 @@ mod tests {
     #[tokio::test]
     async fn open_is_get_or_create_and_checks_the_kind() {
         let store = Store::new();
-        store.apply(&caller(), op("x", open(Kind::Dict))).await.unwrap();
-        store.apply(&caller(), op("x", open(Kind::Dict))).await.unwrap();
-        let err = store.apply(&caller(), op("x", open(Kind::Lock))).await.unwrap_err();
+        store
+            .apply(&caller(), op("x", open(Kind::Dict)))
+            .await
+            .unwrap();
+        store
+            .apply(&caller(), op("x", open(Kind::Dict)))
+            .await
+            .unwrap();
+        let err = store
+            .apply(&caller(), op("x", open(Kind::Lock)))
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "\"x\" is a dict, not a lock");
         let err = store
             .apply(&caller(), op("x", Op::ListLen(pb::ListLen {})))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::WrongKind { wanted: "list", actual: "dict", .. }));
+        assert!(matches!(
+            err,
+            StoreError::WrongKind {
+                wanted: "list",
+                actual: "dict",
+                ..
+            }
+        ));
         assert_eq!(store.len(), 1);
     }
 
@@ -360,12 +379,21 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)));
         for bad in ["", "a\nb", &"n".repeat(256)] {
-            let err = store.apply(&caller(), op(bad, open(Kind::Dict))).await.unwrap_err();
+            let err = store
+                .apply(&caller(), op(bad, open(Kind::Dict)))
+                .await
+                .unwrap_err();
             assert!(matches!(err, StoreError::InvalidArgument(_)), "{bad:?}");
         }
-        let err = store.apply(&caller(), op("x", open(Kind::Unspecified))).await.unwrap_err();
+        let err = store
+            .apply(&caller(), op("x", open(Kind::Unspecified)))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::InvalidArgument(_)));
-        let missing = pb::Op { name: "x".into(), kind: None };
+        let missing = pb::Op {
+            name: "x".into(),
+            kind: None,
+        };
         assert!(store.apply(&caller(), missing).await.is_err());
         assert!(store.is_empty());
     }
@@ -373,8 +401,14 @@ mod tests {
     #[tokio::test]
     async fn delete_and_list() {
         let store = Store::new();
-        store.apply(&caller(), op("b", open(Kind::List))).await.unwrap();
-        store.apply(&caller(), op("a", open(Kind::Value))).await.unwrap();
+        store
+            .apply(&caller(), op("b", open(Kind::List)))
+            .await
+            .unwrap();
+        store
+            .apply(&caller(), op("a", open(Kind::Value)))
+            .await
+            .unwrap();
         let listed = store
             .apply(&caller(), op("", Op::ListObjects(pb::ListObjects {})))
             .await
@@ -384,8 +418,14 @@ mod tests {
         };
         let names: Vec<_> = list.objects.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        store.apply(&caller(), op("a", Op::Delete(pb::Delete {}))).await.unwrap();
-        let err = store.apply(&caller(), op("a", Op::Delete(pb::Delete {}))).await.unwrap_err();
+        store
+            .apply(&caller(), op("a", Op::Delete(pb::Delete {})))
+            .await
+            .unwrap();
+        let err = store
+            .apply(&caller(), op("a", Op::Delete(pb::Delete {})))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)));
         assert_eq!(store.len(), 1);
     }

@@ -42,7 +42,10 @@ pub fn values<'a>(items: impl IntoIterator<Item = &'a Val>) -> OpResult {
 
 pub fn pairs<'a>(entries: impl IntoIterator<Item = (&'a Val, &'a Val)>) -> OpResult {
     of(R::Pairs(pb::ValueMap {
-        entries: entries.into_iter().map(|(k, v)| pair_to_wire(k, v)).collect(),
+        entries: entries
+            .into_iter()
+            .map(|(k, v)| pair_to_wire(k, v))
+            .collect(),
     }))
 }
 

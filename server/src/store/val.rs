@@ -131,9 +131,10 @@ impl Val {
     /// error, never a wrap), anything with a float is a float.
     pub fn add(&self, delta: &Val) -> Result<Val> {
         match (self, delta) {
-            (Val::Int(a), Val::Int(b)) => a.checked_add(*b).map(Val::Int).ok_or_else(|| {
-                StoreError::OutOfRange(format!("integer overflow: {a} + {b}"))
-            }),
+            (Val::Int(a), Val::Int(b)) => a
+                .checked_add(*b)
+                .map(Val::Int)
+                .ok_or_else(|| StoreError::OutOfRange(format!("integer overflow: {a} + {b}"))),
             (Val::Int(a), Val::Float(b)) => Ok(Val::Float(*a as f64 + b)),
             (Val::Float(a), Val::Int(b)) => Ok(Val::Float(a + *b as f64)),
             (Val::Float(a), Val::Float(b)) => Ok(Val::Float(a + b)),
@@ -212,9 +213,14 @@ mod tests {
 
     #[test]
     fn keys_compare_by_type_and_content() {
-        let set: HashSet<Val> = [Val::Int(1), Val::Float(1.0), Val::Float(-0.0), Val::Float(0.0)]
-            .into_iter()
-            .collect();
+        let set: HashSet<Val> = [
+            Val::Int(1),
+            Val::Float(1.0),
+            Val::Float(-0.0),
+            Val::Float(0.0),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(set.len(), 3);
         assert_eq!(Val::Float(f64::NAN), Val::Float(f64::NAN));
     }

@@ -1,0 +1,390 @@
+//! `procshare`: the command-line client.
+//!
+//! Values and keys are JSON on the command line and in the output. Exit
+//! codes: 0 success, 1 an error (one line on stderr), 2 a usage error
+//! (including malformed JSON), 3 a timeout.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use procshare::wire::{self as pb, op::Kind as Op, op_result::Kind as R};
+use procshare::{Error, Kind, Manager};
+use serde_json::Value as Json;
+
+#[derive(Parser)]
+#[command(
+    name = "procshare",
+    version,
+    about = "Command-line client for procshared"
+)]
+struct Cli {
+    /// Server URL.
+    #[arg(long, env = "PROCSHARE_URL", default_value = procshare::DEFAULT_URL, global = true)]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks the server answers; prints `ok` and its version.
+    Ping,
+    /// Lists every object, one `KIND NAME` line each.
+    Ls,
+    /// Deletes an object.
+    Delete { name: String },
+    /// Shared dicts.
+    #[command(subcommand)]
+    Dict(DictCmd),
+    /// Shared lists.
+    #[command(subcommand)]
+    List(ListCmd),
+    /// Shared values.
+    #[command(subcommand)]
+    Value(ValueCmd),
+    /// Shared locks.
+    #[command(subcommand)]
+    Lock(LockCmd),
+}
+
+#[derive(Subcommand)]
+enum DictCmd {
+    /// Stores VALUE under KEY (both JSON).
+    Set {
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// Prints the value under KEY; a missing key is an error.
+    Get { name: String, key: String },
+    /// Removes KEY and prints its value; a missing key is an error.
+    Del { name: String, key: String },
+    /// Prints the number of entries.
+    Len { name: String },
+    /// Prints every entry as a JSON array of `[key, value]` pairs.
+    Items { name: String },
+}
+
+#[derive(Subcommand)]
+enum ListCmd {
+    /// Appends VALUE (JSON).
+    Push { name: String, value: String },
+    /// Prints the item at INDEX (negative counts from the end).
+    Get {
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        index: i64,
+    },
+    /// Removes and prints the last item.
+    Pop { name: String },
+    /// Prints the number of items.
+    Len { name: String },
+    /// Prints the whole list as a JSON array.
+    Items { name: String },
+}
+
+#[derive(Subcommand)]
+enum ValueCmd {
+    /// Stores VALUE (JSON).
+    Set { name: String, value: String },
+    /// Prints the value.
+    Get { name: String },
+    /// Atomically adds DELTA (a JSON number) and prints the new value.
+    Add {
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        delta: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockCmd {
+    /// Acquires the lock, prints the fencing token, holds it for --hold
+    /// seconds, then releases it and exits.
+    Acquire {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+        /// Seconds to hold the lock before releasing it.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
+    },
+    /// Prints `locked` or `unlocked`.
+    Status { name: String },
+}
+
+#[derive(Args)]
+struct Wait {
+    /// Seconds to wait at most (default: forever); running out exits 3.
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+/// Why the CLI failed, and so its exit code.
+enum Failure {
+    Usage(String),
+    Call(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Call(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn json_arg(what: &str, text: &str) -> Result<pb::Value, Failure> {
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        Failure::Usage(format!(
+            "{what} must be JSON (strings in double quotes, e.g. '\"text\"'): {text:?}: {e}"
+        ))
+    })?;
+    procshare::value::json_to_wire(json).map_err(|e| Failure::Usage(format!("{what}: {e}")))
+}
+
+fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Failure::Usage(format!(
+            "{what} must be a number of seconds >= 0, got {secs}"
+        ))
+    })
+}
+
+fn show(v: pb::Value) -> Result<String, Failure> {
+    Ok(procshare::value::wire_to_json(v)?.to_string())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn unexpected(got: R) -> Failure {
+    Failure::Call(Error::Protocol(format!("unexpected result {got:?}")))
+}
+
+/// Opens `name` as `kind` (get-or-create), then applies `op`.
+async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R, Failure> {
+    let open = Op::Open(pb::Open {
+        kind: match kind {
+            Kind::Dict => pb::Kind::Dict,
+            Kind::List => pb::Kind::List,
+            Kind::Value => pb::Kind::Value,
+            Kind::Lock => pb::Kind::Lock,
+        } as i32,
+        initial: None,
+    });
+    m.execute(name, open).await?;
+    m.execute(name, op)
+        .await?
+        .kind
+        .ok_or_else(|| Failure::Call(Error::Protocol("result without a kind".into())))
+}
+
+fn print_value(r: R) -> Outcome {
+    match r {
+        R::Value(v) => say(&show(v)?),
+        R::Count(n) => say(&n.to_string()),
+        R::Values(l) => {
+            let items = l
+                .items
+                .into_iter()
+                .map(procshare::value::wire_to_json)
+                .collect::<Result<Vec<_>, _>>()?;
+            say(&Json::Array(items).to_string());
+        }
+        R::Unit(_) => {}
+        other => return Err(unexpected(other)),
+    }
+    Ok(())
+}
+
+async fn dict(m: &Manager, cmd: DictCmd) -> Outcome {
+    match cmd {
+        DictCmd::Set { name, key, value } => {
+            let op = Op::DictSet(pb::DictSet {
+                key: Some(json_arg("KEY", &key)?),
+                value: Some(json_arg("VALUE", &value)?),
+            });
+            on(m, Kind::Dict, &name, op).await?;
+        }
+        DictCmd::Get { name, key } => {
+            let op = Op::DictGet(pb::DictGet {
+                key: Some(json_arg("KEY", &key)?),
+            });
+            present(on(m, Kind::Dict, &name, op).await?, &name, &key)?;
+        }
+        DictCmd::Del { name, key } => {
+            let op = Op::DictRemove(pb::DictRemove {
+                key: Some(json_arg("KEY", &key)?),
+            });
+            present(on(m, Kind::Dict, &name, op).await?, &name, &key)?;
+        }
+        DictCmd::Len { name } => {
+            print_value(on(m, Kind::Dict, &name, Op::DictLen(pb::DictLen {})).await?)?
+        }
+        DictCmd::Items { name } => {
+            match on(m, Kind::Dict, &name, Op::DictItems(pb::DictItems {})).await? {
+                R::Pairs(map) => {
+                    let pairs = map
+                        .entries
+                        .into_iter()
+                        .map(|p| {
+                            let k = procshare::value::wire_to_json(p.first.unwrap_or_default())?;
+                            let v = procshare::value::wire_to_json(p.second.unwrap_or_default())?;
+                            Ok(Json::Array(vec![k, v]))
+                        })
+                        .collect::<Result<Vec<_>, Error>>()?;
+                    say(&Json::Array(pairs).to_string());
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a dict lookup's value, or fails if the key was missing.
+fn present(r: R, name: &str, key: &str) -> Outcome {
+    match r {
+        R::Maybe(pb::Maybe { value: Some(v) }) => {
+            say(&show(v)?);
+            Ok(())
+        }
+        R::Maybe(pb::Maybe { value: None }) => Err(Failure::Call(Error::NotFound(format!(
+            "key {key} not in dict {name:?}"
+        )))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn list(m: &Manager, cmd: ListCmd) -> Outcome {
+    let (name, op) = match cmd {
+        ListCmd::Push { name, value } => {
+            let value = Some(json_arg("VALUE", &value)?);
+            (name, Op::ListPush(pb::ListPush { value }))
+        }
+        ListCmd::Get { name, index } => (name, Op::ListGet(pb::ListGet { index })),
+        ListCmd::Pop { name } => (name, Op::ListPop(pb::ListPop { index: None })),
+        ListCmd::Len { name } => (name, Op::ListLen(pb::ListLen {})),
+        ListCmd::Items { name } => (name, Op::ListSnapshot(pb::ListSnapshot {})),
+    };
+    print_value(on(m, Kind::List, &name, op).await?)
+}
+
+async fn value(m: &Manager, cmd: ValueCmd) -> Outcome {
+    match cmd {
+        ValueCmd::Set { name, value } => {
+            let value = Some(json_arg("VALUE", &value)?);
+            print_value(on(m, Kind::Value, &name, Op::ValueSet(pb::ValueSet { value })).await?)
+        }
+        ValueCmd::Get { name } => {
+            print_value(on(m, Kind::Value, &name, Op::ValueGet(pb::ValueGet {})).await?)
+        }
+        ValueCmd::Add { name, delta } => {
+            let delta = Some(json_arg("DELTA", &delta)?);
+            match on(
+                m,
+                Kind::Value,
+                &name,
+                Op::ValueFetchAdd(pb::ValueFetchAdd { delta }),
+            )
+            .await?
+            {
+                R::Pair(p) => say(&show(p.second.unwrap_or_default())?),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
+    match cmd {
+        LockCmd::Acquire { name, wait, hold } => {
+            let hold = seconds("--hold", hold)?;
+            let timeout = wait.timeout.map(|t| seconds("--timeout", t)).transpose()?;
+            let lock = m.lock(&name).await?;
+            let token = match timeout {
+                Some(t) => lock.acquire_timeout(t).await?,
+                None => lock.acquire().await?,
+            };
+            say(&token.to_string());
+            // Hold, but let Ctrl-C / SIGTERM end the hold early and still release.
+            tokio::select! {
+                _ = tokio::time::sleep(hold) => {}
+                _ = interrupted() => {}
+            }
+            lock.release().await?;
+        }
+        LockCmd::Status { name } => {
+            let locked = m.lock(&name).await?.locked().await?;
+            say(if locked { "locked" } else { "unlocked" });
+        }
+    }
+    Ok(())
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let m = Manager::connect(&cli.url).await?;
+    match cli.command {
+        Command::Ping => say(&format!("ok {}", m.ping().await?)),
+        Command::Ls => {
+            for o in m.list_objects().await? {
+                let kind = o.kind.map_or("unknown", Kind::as_str);
+                say(&format!("{kind} {}", o.name));
+            }
+        }
+        Command::Delete { name } => m.delete(&name).await?,
+        Command::Dict(c) => dict(&m, c).await?,
+        Command::List(c) => list(&m, c).await?,
+        Command::Value(c) => value(&m, c).await?,
+        Command::Lock(c) => lock(&m, c).await?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Call(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_timeout() { 3 } else { 1 })
+        }
+    }
+}
