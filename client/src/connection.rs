@@ -147,6 +147,7 @@ impl Connection {
                 name: name.to_owned(),
                 kind: Some(op),
             }),
+            task_id: String::new(),
         };
         let mut client = self.client.clone();
         let reply = self.within(deadline, client.execute(request)).await?;

@@ -19,43 +19,71 @@ pub enum Kind {
     List,
     Value,
     Lock,
+    RLock,
+    Semaphore,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    Barrier,
+    Queue,
+    JoinableQueue,
+    Namespace,
+    Array,
+    Pipe,
 }
 
+/// Every kind with its wire twin and its lowercase name.
+const KINDS: [(Kind, pb::Kind, &str); 15] = [
+    (Kind::Dict, pb::Kind::Dict, "dict"),
+    (Kind::List, pb::Kind::List, "list"),
+    (Kind::Value, pb::Kind::Value, "value"),
+    (Kind::Lock, pb::Kind::Lock, "lock"),
+    (Kind::RLock, pb::Kind::Rlock, "rlock"),
+    (Kind::Semaphore, pb::Kind::Semaphore, "semaphore"),
+    (
+        Kind::BoundedSemaphore,
+        pb::Kind::BoundedSemaphore,
+        "bounded_semaphore",
+    ),
+    (Kind::Condition, pb::Kind::Condition, "condition"),
+    (Kind::Event, pb::Kind::Event, "event"),
+    (Kind::Barrier, pb::Kind::Barrier, "barrier"),
+    (Kind::Queue, pb::Kind::Queue, "queue"),
+    (
+        Kind::JoinableQueue,
+        pb::Kind::JoinableQueue,
+        "joinable_queue",
+    ),
+    (Kind::Namespace, pb::Kind::Namespace, "namespace"),
+    (Kind::Array, pb::Kind::Array, "array"),
+    (Kind::Pipe, pb::Kind::Pipe, "pipe"),
+];
+
 impl Kind {
-    /// The lowercase name used by the CLI and in error messages.
+    /// The lowercase name used by the CLI and in error messages
+    /// (`dict`, `rlock`, `joinable_queue`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Dict => "dict",
-            Kind::List => "list",
-            Kind::Value => "value",
-            Kind::Lock => "lock",
-        }
+        KINDS
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or("unknown", |e| e.2)
     }
 
-    /// Parses a kind's lowercase name (`dict`, `list`, `value`, `lock`).
+    /// Parses a kind's lowercase name.
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Dict, Kind::List, Kind::Value, Kind::Lock]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        KINDS.iter().find(|e| e.2 == s).map(|e| e.0)
     }
 
-    fn wire(self) -> pb::Kind {
-        match self {
-            Kind::Dict => pb::Kind::Dict,
-            Kind::List => pb::Kind::List,
-            Kind::Value => pb::Kind::Value,
-            Kind::Lock => pb::Kind::Lock,
-        }
+    /// The wire enum.
+    pub fn wire(self) -> pb::Kind {
+        KINDS
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or(pb::Kind::Unspecified, |e| e.1)
     }
 
-    fn from_wire(k: i32) -> Option<Kind> {
-        Some(match pb::Kind::try_from(k).ok()? {
-            pb::Kind::Dict => Kind::Dict,
-            pb::Kind::List => Kind::List,
-            pb::Kind::Value => Kind::Value,
-            pb::Kind::Lock => Kind::Lock,
-            pb::Kind::Unspecified => return None,
-        })
+    pub(crate) fn from_wire(k: i32) -> Option<Kind> {
+        KINDS.iter().find(|e| e.1 as i32 == k).map(|e| e.0)
     }
 }
 
@@ -172,6 +200,7 @@ impl Manager {
         let op = Op::Open(pb::Open {
             kind: kind.wire() as i32,
             initial,
+            ..Default::default()
         });
         self.conn.execute(name, op, Deadline::Default).await?;
         Ok(Handle::new(self.conn.clone(), name))

@@ -31,7 +31,10 @@ async fn dict_methods() {
     assert_eq!(d.len().await.unwrap(), 3);
     assert_eq!(d.keys().await.unwrap(), ["a", "b", "c"]);
     assert_eq!(d.values().await.unwrap(), [2, 3, 4]);
-    assert_eq!(d.items().await.unwrap(), [(k("a"), 2), (k("b"), 3), (k("c"), 4)]);
+    assert_eq!(
+        d.items().await.unwrap(),
+        [(k("a"), 2), (k("b"), 3), (k("c"), 4)]
+    );
     let snap: HashMap<String, i64> = d.snapshot().await.unwrap();
     assert_eq!(snap.len(), 3);
 
@@ -45,9 +48,21 @@ async fn dict_methods() {
 
     // compare_and_swap: on a missing key, on a match, on a mismatch.
     let swapped = d.compare_and_swap(&k("n"), None, &10).await.unwrap();
-    assert_eq!(swapped, Swap { swapped: true, current: Some(10) });
+    assert_eq!(
+        swapped,
+        Swap {
+            swapped: true,
+            current: Some(10)
+        }
+    );
     let missed = d.compare_and_swap(&k("n"), Some(&9), &11).await.unwrap();
-    assert_eq!(missed, Swap { swapped: false, current: Some(10) });
+    assert_eq!(
+        missed,
+        Swap {
+            swapped: false,
+            current: Some(10)
+        }
+    );
     let hit = d.compare_and_swap(&k("n"), Some(&10), &11).await.unwrap();
     assert!(hit.swapped);
 
@@ -70,13 +85,25 @@ async fn dict_errors_change_nothing() {
     // Adding to a string is refused and leaves it alone.
     let numbers = m.dict::<String, i64>("mixed").await.unwrap();
     let err = numbers.fetch_add(&"t".into(), 1).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(ref msg) if msg.contains("mixed")), "{err}");
-    assert_eq!(text.get(&"t".into()).await.unwrap().as_deref(), Some("text"));
+    assert!(
+        matches!(err, Error::InvalidArgument(ref msg) if msg.contains("mixed")),
+        "{err}"
+    );
+    assert_eq!(
+        text.get(&"t".into()).await.unwrap().as_deref(),
+        Some("text")
+    );
     // Reading a string as a number is a client-side type error.
-    assert!(matches!(numbers.get(&"t".into()).await, Err(Error::Serde(_))));
+    assert!(matches!(
+        numbers.get(&"t".into()).await,
+        Err(Error::Serde(_))
+    ));
     // Integer overflow is refused, not wrapped.
     numbers.insert("big".into(), i64::MAX).await.unwrap();
-    assert!(matches!(numbers.fetch_add(&"big".into(), 1).await, Err(Error::OutOfRange(_))));
+    assert!(matches!(
+        numbers.fetch_add(&"big".into(), 1).await,
+        Err(Error::OutOfRange(_))
+    ));
     assert_eq!(numbers.get(&"big".into()).await.unwrap(), Some(i64::MAX));
 }
 
@@ -91,11 +118,18 @@ async fn structured_keys_and_values() {
     let server = Server::start();
     let m = manager(&server).await;
     let d = m.dict::<(i32, String), Job>("jobs").await.unwrap();
-    let job = Job { id: 1, tags: vec!["x".into()], weight: 0.5 };
+    let job = Job {
+        id: 1,
+        tags: vec!["x".into()],
+        weight: 0.5,
+    };
     d.insert((1, "a".into()), job.clone()).await.unwrap();
     assert_eq!(d.get(&(1, "a".into())).await.unwrap(), Some(job));
     assert_eq!(d.get(&(1, "b".into())).await.unwrap(), None);
-    let maps = m.dict::<i64, BTreeMap<String, Vec<i64>>>("maps").await.unwrap();
+    let maps = m
+        .dict::<i64, BTreeMap<String, Vec<i64>>>("maps")
+        .await
+        .unwrap();
     let v: BTreeMap<String, Vec<i64>> = [("k".to_string(), vec![1, 2])].into();
     maps.insert(7, v.clone()).await.unwrap();
     assert_eq!(maps.get(&7).await.unwrap(), Some(v));
@@ -139,7 +173,10 @@ async fn list_errors() {
     assert!(matches!(l.pop().await, Err(Error::OutOfRange(_))));
     l.extend([1, 2]).await.unwrap();
     let err = l.get(2).await.unwrap_err();
-    assert!(matches!(err, Error::OutOfRange(ref msg) if msg.contains("\"l\"") && msg.contains("2")), "{err}");
+    assert!(
+        matches!(err, Error::OutOfRange(ref msg) if msg.contains("\"l\"") && msg.contains("2")),
+        "{err}"
+    );
     assert!(matches!(l.get(-3).await, Err(Error::OutOfRange(_))));
     assert!(matches!(l.set(5, 0).await, Err(Error::OutOfRange(_))));
     assert!(matches!(l.pop_at(9).await, Err(Error::OutOfRange(_))));
@@ -162,14 +199,29 @@ async fn value_methods() {
     assert_eq!(v.fetch_add(5).await.unwrap(), 30);
     assert_eq!(v.add(-35).await.unwrap(), (35, 0));
     let missed = v.compare_and_swap(&1, &2).await.unwrap();
-    assert_eq!(missed, Swap { swapped: false, current: Some(0) });
+    assert_eq!(
+        missed,
+        Swap {
+            swapped: false,
+            current: Some(0)
+        }
+    );
     let hit = v.compare_and_swap(&0, &2).await.unwrap();
-    assert_eq!(hit, Swap { swapped: true, current: Some(2) });
+    assert_eq!(
+        hit,
+        Swap {
+            swapped: true,
+            current: Some(2)
+        }
+    );
 
     let f = m.value::<f64>("f", &0.5).await.unwrap();
     assert_eq!(f.add(0.25).await.unwrap(), (0.5, 0.75));
     let s = m.value::<String>("s", &"x".into()).await.unwrap();
-    assert!(matches!(s.fetch_add("y".into()).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.fetch_add("y".into()).await,
+        Err(Error::InvalidArgument(_))
+    ));
     assert_eq!(s.get().await.unwrap(), "x");
 }
 
@@ -186,8 +238,14 @@ async fn lock_methods() {
     let t1 = la.acquire().await.unwrap();
     assert!(la.locked().await.unwrap());
     assert_eq!(lb.try_acquire().await.unwrap(), None);
-    let err = lb.acquire_timeout(Duration::from_millis(50)).await.unwrap_err();
-    assert!(matches!(err, Error::Timeout(ref msg) if msg.contains("\"l\"")), "{err}");
+    let err = lb
+        .acquire_timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(ref msg) if msg.contains("\"l\"")),
+        "{err}"
+    );
     assert!(matches!(lb.release().await, Err(Error::NotOwner(_))));
     la.release().await.unwrap();
     assert!(matches!(la.release().await, Err(Error::NotOwner(_))));
@@ -210,11 +268,17 @@ async fn names_kinds_delete_and_listing() {
     let m = manager(&server).await;
     m.dict::<String, i64>("shared").await.unwrap();
     let err = m.lock("shared").await.err().expect("wrong kind");
-    assert!(matches!(err, Error::WrongKind(ref msg) if msg.contains("dict") && msg.contains("lock")), "{err}");
+    assert!(
+        matches!(err, Error::WrongKind(ref msg) if msg.contains("dict") && msg.contains("lock")),
+        "{err}"
+    );
     m.list::<i64>("a-list").await.unwrap();
     let listed = m.list_objects().await.unwrap();
     let listed: Vec<_> = listed.iter().map(|o| (o.kind, o.name.as_str())).collect();
-    assert_eq!(listed, [(Some(Kind::List), "a-list"), (Some(Kind::Dict), "shared")]);
+    assert_eq!(
+        listed,
+        [(Some(Kind::List), "a-list"), (Some(Kind::Dict), "shared")]
+    );
 
     let d = m.dict::<String, i64>("shared").await.unwrap();
     m.delete("shared").await.unwrap();
@@ -224,10 +288,16 @@ async fn names_kinds_delete_and_listing() {
     m.lock("shared").await.unwrap();
 
     for bad in [String::new(), "a\u{7}b".into(), "x".repeat(256)] {
-        let err = m.dict::<i64, i64>(&bad).await.err().expect("bad name refused");
+        let err = m
+            .dict::<i64, i64>(&bad)
+            .await
+            .err()
+            .expect("bad name refused");
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
     }
-    m.dict::<i64, i64>(&"é".repeat(127)).await.expect("254 bytes is fine");
+    m.dict::<i64, i64>(&"é".repeat(127))
+        .await
+        .expect("254 bytes is fine");
 }
 
 #[tokio::test]
@@ -246,7 +316,10 @@ async fn ping_and_unreachable_server() {
         .err()
         .expect("nothing listens any more");
     assert!(matches!(err, Error::Unavailable(_)), "{err}");
-    let err = Manager::connect("ftp://example").await.err().expect("bad scheme");
+    let err = Manager::connect("ftp://example")
+        .await
+        .err()
+        .expect("bad scheme");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 

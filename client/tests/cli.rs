@@ -9,7 +9,10 @@ use common::{cli_fails, cli_ok, Server};
 fn ping_ls_delete() {
     let s = Server::start();
     let url = s.url();
-    assert_eq!(cli_ok(&url, &["ping"]), format!("ok {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        cli_ok(&url, &["ping"]),
+        format!("ok {}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(cli_ok(&url, &["ls"]), "");
     cli_ok(&url, &["dict", "set", "d", "1", "2"]);
     cli_ok(&url, &["list", "push", "l", "1"]);
@@ -27,11 +30,20 @@ fn ping_ls_delete() {
 fn dict_commands() {
     let s = Server::start();
     let url = s.url();
-    cli_ok(&url, &["dict", "set", "d", "\"a\"", "{\"x\": [1, 2.5, null]}"]);
+    cli_ok(
+        &url,
+        &["dict", "set", "d", "\"a\"", "{\"x\": [1, 2.5, null]}"],
+    );
     cli_ok(&url, &["dict", "set", "d", "7", "true"]);
-    assert_eq!(cli_ok(&url, &["dict", "get", "d", "\"a\""]), r#"{"x":[1,2.5,null]}"#);
+    assert_eq!(
+        cli_ok(&url, &["dict", "get", "d", "\"a\""]),
+        r#"{"x":[1,2.5,null]}"#
+    );
     assert_eq!(cli_ok(&url, &["dict", "len", "d"]), "2");
-    assert_eq!(cli_ok(&url, &["dict", "items", "d"]), r#"[["a",{"x":[1,2.5,null]}],[7,true]]"#);
+    assert_eq!(
+        cli_ok(&url, &["dict", "items", "d"]),
+        r#"[["a",{"x":[1,2.5,null]}],[7,true]]"#
+    );
     assert_eq!(cli_ok(&url, &["dict", "del", "d", "7"]), "true");
     let err = cli_fails(&url, &["dict", "get", "d", "7"], 1);
     assert!(err.contains("not found"), "{err}");
@@ -78,7 +90,13 @@ fn lock_commands() {
     let url = s.url();
     assert_eq!(cli_ok(&url, &["lock", "status", "k"]), "unlocked");
     assert_eq!(cli_ok(&url, &["lock", "acquire", "k"]), "1");
-    assert_eq!(cli_ok(&url, &["lock", "acquire", "k", "--hold", "0.01", "--timeout", "5"]), "2");
+    assert_eq!(
+        cli_ok(
+            &url,
+            &["lock", "acquire", "k", "--hold", "0.01", "--timeout", "5"]
+        ),
+        "2"
+    );
     assert_eq!(cli_ok(&url, &["lock", "status", "k"]), "unlocked");
 }
 

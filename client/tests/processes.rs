@@ -41,7 +41,8 @@ fn concurrent_processes_lose_no_update() {
     assert_eq!(cli_ok(&url, &["value", "get", "hits"]), n.to_string());
     assert_eq!(cli_ok(&url, &["list", "len", "log"]), n.to_string());
     assert_eq!(cli_ok(&url, &["dict", "len", "seen"]), n.to_string());
-    let mut items: Vec<i64> = serde_json::from_str(&cli_ok(&url, &["list", "items", "log"])).unwrap();
+    let mut items: Vec<i64> =
+        serde_json::from_str(&cli_ok(&url, &["list", "items", "log"])).unwrap();
     items.sort();
     assert_eq!(items, (0..n).collect::<Vec<i64>>());
 }

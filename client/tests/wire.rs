@@ -4,28 +4,41 @@
 mod common;
 
 use common::Server;
-use procshare::wire::{self as pb, op::Kind as Op, procshare_client::ProcshareClient, response::Outcome};
+use procshare::wire::{
+    self as pb, op::Kind as Op, procshare_client::ProcshareClient, response::Outcome,
+};
 use tonic::Code;
 
 async fn raw(server: &Server) -> ProcshareClient<tonic::transport::Channel> {
-    ProcshareClient::connect(server.url()).await.expect("connect")
+    ProcshareClient::connect(server.url())
+        .await
+        .expect("connect")
 }
 
 fn request(name: &str, op: Option<Op>) -> pb::Request {
     pb::Request {
         client_id: "raw".into(),
         request_id: 1,
-        op: Some(pb::Op { name: name.into(), kind: op }),
+        op: Some(pb::Op {
+            name: name.into(),
+            kind: op,
+        }),
+        ..Default::default()
     }
 }
 
 fn open_dict() -> Option<Op> {
-    Some(Op::Open(pb::Open { kind: pb::Kind::Dict as i32, initial: None }))
+    Some(Op::Open(pb::Open {
+        kind: pb::Kind::Dict as i32,
+        ..Default::default()
+    }))
 }
 
 fn dict_len(status_or: Result<tonic::Response<pb::Response>, tonic::Status>) -> u64 {
     match status_or.expect("dict_len succeeds").into_inner().outcome {
-        Some(Outcome::Ok(pb::OpResult { kind: Some(pb::op_result::Kind::Count(n)) })) => n,
+        Some(Outcome::Ok(pb::OpResult {
+            kind: Some(pb::op_result::Kind::Count(n)),
+        })) => n,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -37,28 +50,65 @@ async fn malformed_requests_get_invalid_argument() {
     c.execute(request("d", open_dict())).await.unwrap();
 
     // No op at all, an op without a kind, a value without a kind, a missing key.
-    let no_op = pb::Request { client_id: "raw".into(), request_id: 1, op: None };
+    let no_op = pb::Request {
+        client_id: "raw".into(),
+        request_id: 1,
+        op: None,
+        ..Default::default()
+    };
     let cases = vec![
         no_op,
         request("d", None),
         request(
             "d",
-            Some(Op::DictSet(pb::DictSet { key: Some(pb::Value { kind: None }), value: None })),
+            Some(Op::DictSet(pb::DictSet {
+                key: Some(pb::Value { kind: None }),
+                value: None,
+            })),
         ),
-        request("d", Some(Op::DictSet(pb::DictSet { key: None, value: None }))),
-        request("d", Some(Op::Open(pb::Open { kind: 999, initial: None }))),
-        request("d", Some(Op::LockAcquire(pb::LockAcquire { blocking: true, timeout_secs: Some(f64::NAN) }))),
+        request(
+            "d",
+            Some(Op::DictSet(pb::DictSet {
+                key: None,
+                value: None,
+            })),
+        ),
+        request(
+            "d",
+            Some(Op::Open(pb::Open {
+                kind: 999,
+                ..Default::default()
+            })),
+        ),
+        request(
+            "d",
+            Some(Op::LockAcquire(pb::LockAcquire {
+                blocking: true,
+                timeout_secs: Some(f64::NAN),
+            })),
+        ),
         request("bad\0name", open_dict()),
-        pb::Request { client_id: "x".repeat(1000), request_id: 1, op: None },
+        pb::Request {
+            client_id: "x".repeat(1000),
+            request_id: 1,
+            op: None,
+            ..Default::default()
+        },
     ];
     for (i, r) in cases.into_iter().enumerate() {
         let status = c.execute(r).await.expect_err("refused");
         // The lock op on a dict is WRONG_KIND (checked before its arguments).
-        let expected = if i == 5 { Code::FailedPrecondition } else { Code::InvalidArgument };
+        let expected = if i == 5 {
+            Code::FailedPrecondition
+        } else {
+            Code::InvalidArgument
+        };
         assert_eq!(status.code(), expected, "case {i}: {status:?}");
         assert!(!status.message().is_empty());
     }
-    let len = c.execute(request("d", Some(Op::DictLen(pb::DictLen {})))).await;
+    let len = c
+        .execute(request("d", Some(Op::DictLen(pb::DictLen {}))))
+        .await;
     assert_eq!(dict_len(len), 0, "nothing was stored");
 }
 
@@ -66,19 +116,39 @@ async fn malformed_requests_get_invalid_argument() {
 async fn negative_or_nan_lock_timeouts_are_refused() {
     let server = Server::start();
     let mut c = raw(&server).await;
-    c.execute(request("l", Some(Op::Open(pb::Open { kind: pb::Kind::Lock as i32, initial: None }))))
+    c.execute(request(
+        "l",
+        Some(Op::Open(pb::Open {
+            kind: pb::Kind::Lock as i32,
+            ..Default::default()
+        })),
+    ))
+    .await
+    .unwrap();
+    for t in [-1.0, f64::NAN, f64::INFINITY] {
+        let acquire = Op::LockAcquire(pb::LockAcquire {
+            blocking: true,
+            timeout_secs: Some(t),
+        });
+        let status = c
+            .execute(request("l", Some(acquire)))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "timeout {t}");
+        assert_eq!(
+            status.metadata().get("procshare-error").unwrap(),
+            "INVALID_ARGUMENT"
+        );
+    }
+    let locked = c
+        .execute(request("l", Some(Op::LockLocked(pb::LockLocked {}))))
         .await
         .unwrap();
-    for t in [-1.0, f64::NAN, f64::INFINITY] {
-        let acquire = Op::LockAcquire(pb::LockAcquire { blocking: true, timeout_secs: Some(t) });
-        let status = c.execute(request("l", Some(acquire))).await.expect_err("refused");
-        assert_eq!(status.code(), Code::InvalidArgument, "timeout {t}");
-        assert_eq!(status.metadata().get("procshare-error").unwrap(), "INVALID_ARGUMENT");
-    }
-    let locked = c.execute(request("l", Some(Op::LockLocked(pb::LockLocked {})))).await.unwrap();
     assert!(matches!(
         locked.into_inner().outcome,
-        Some(Outcome::Ok(pb::OpResult { kind: Some(pb::op_result::Kind::Flag(false)) }))
+        Some(Outcome::Ok(pb::OpResult {
+            kind: Some(pb::op_result::Kind::Flag(false))
+        }))
     ));
 }
 
@@ -89,16 +159,24 @@ async fn garbage_bytes_are_refused_and_the_server_lives_on() {
     let mut c = raw(&server).await;
     let codec_err = {
         use tonic::codegen::http::uri::PathAndQuery;
-        let channel = tonic::transport::Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Channel::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
         let path = PathAndQuery::from_static("/procshare.v1.Procshare/Execute");
         // A varint that never ends, then a field with wire type 7 (invalid).
         let bytes = RawBytes(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
-        grpc.unary::<RawBytes, pb::Response, _>(tonic::Request::new(bytes), path, RawCodec).await
+        grpc.unary::<RawBytes, pb::Response, _>(tonic::Request::new(bytes), path, RawCodec)
+            .await
     };
     let status = codec_err.expect_err("garbage refused");
-    assert!(matches!(status.code(), Code::Internal | Code::InvalidArgument), "{status:?}");
+    assert!(
+        matches!(status.code(), Code::Internal | Code::InvalidArgument),
+        "{status:?}"
+    );
     // Still serving.
     c.ping(pb::PingRequest {}).await.expect("still alive");
 }
@@ -109,8 +187,12 @@ async fn batches_apply_in_order_with_one_outcome_each() {
     let mut c = raw(&server).await;
     let set = |k: i64| {
         Some(Op::DictSet(pb::DictSet {
-            key: Some(pb::Value { kind: Some(pb::value::Kind::Int(k)) }),
-            value: Some(pb::Value { kind: Some(pb::value::Kind::Int(k)) }),
+            key: Some(pb::Value {
+                kind: Some(pb::value::Kind::Int(k)),
+            }),
+            value: Some(pb::Value {
+                kind: Some(pb::value::Kind::Int(k)),
+            }),
         }))
     };
     let batch = pb::BatchRequest {
@@ -131,7 +213,9 @@ async fn batches_apply_in_order_with_one_outcome_each() {
         other => panic!("expected an error, got {other:?}"),
     }
     assert!(matches!(responses[3].outcome, Some(Outcome::Ok(_))));
-    let len = c.execute(request("b", Some(Op::DictLen(pb::DictLen {})))).await;
+    let len = c
+        .execute(request("b", Some(Op::DictLen(pb::DictLen {}))))
+        .await;
     assert_eq!(dict_len(len), 2);
 
     // Atomic batches are not supported yet: refused whole, nothing applied.
@@ -140,8 +224,13 @@ async fn batches_apply_in_order_with_one_outcome_each() {
         requests: vec![request("b", set(3))],
         atomic: true,
     };
-    assert_eq!(c.batch(atomic).await.unwrap_err().code(), Code::Unimplemented);
-    let len = c.execute(request("b", Some(Op::DictLen(pb::DictLen {})))).await;
+    assert_eq!(
+        c.batch(atomic).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
+    let len = c
+        .execute(request("b", Some(Op::DictLen(pb::DictLen {}))))
+        .await;
     assert_eq!(dict_len(len), 2);
 }
 
@@ -156,7 +245,11 @@ struct RawEncoder;
 impl tonic::codec::Encoder for RawEncoder {
     type Item = RawBytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: RawBytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: RawBytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
         dst.put_slice(&item.0);
         Ok(())
@@ -167,7 +260,8 @@ impl tonic::codec::Codec for RawCodec {
     type Encode = RawBytes;
     type Decode = pb::Response;
     type Encoder = RawEncoder;
-    type Decoder = <tonic_prost::ProstCodec<pb::Response, pb::Response> as tonic::codec::Codec>::Decoder;
+    type Decoder =
+        <tonic_prost::ProstCodec<pb::Response, pb::Response> as tonic::codec::Codec>::Decoder;
     fn encoder(&mut self) -> Self::Encoder {
         RawEncoder
     }

@@ -25,7 +25,8 @@ fn first_line(child: &mut Child) -> String {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    rx.recv_timeout(DEADLINE).expect("a line within the deadline")
+    rx.recv_timeout(DEADLINE)
+        .expect("a line within the deadline")
 }
 
 /// Waits for the exit; a watchdog kills the process if the deadline passes.
@@ -34,7 +35,9 @@ fn exit_code(child: &mut Child) -> Option<i32> {
     let pid = child.id();
     let watchdog = std::thread::spawn(move || {
         if rx.recv_timeout(DEADLINE).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     });
     let status = child.wait().expect("wait");
@@ -54,7 +57,10 @@ fn term(child: &Child) {
 fn announces_the_real_port_and_stops_on_sigterm() {
     let mut d = spawn(&["--listen", "127.0.0.1:0"]);
     let line = first_line(&mut d);
-    let addr = line.trim().strip_prefix("listening on ").expect("announce line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("announce line");
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0, "the real port, not 0");
     term(&d);
@@ -65,7 +71,10 @@ fn announces_the_real_port_and_stops_on_sigterm() {
 async fn shutdown_ends_blocked_waits() {
     let mut d = spawn(&["--listen", "127.0.0.1:0", "--log-level", "warn"]);
     let line = first_line(&mut d);
-    let url = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let url = format!(
+        "http://{}",
+        line.trim().strip_prefix("listening on ").unwrap()
+    );
     let a = procshare::Manager::connect(&url).await.unwrap();
     let b = procshare::Manager::connect(&url).await.unwrap();
     a.lock("l").await.unwrap().acquire().await.unwrap();
@@ -75,12 +84,17 @@ async fn shutdown_ends_blocked_waits() {
     // shutdown, it must end with UNAVAILABLE rather than hang.
     b.ping().await.unwrap();
     term(&d);
-    let result = tokio::time::timeout(DEADLINE, blocked).await.expect("the wait ended").unwrap();
+    let result = tokio::time::timeout(DEADLINE, blocked)
+        .await
+        .expect("the wait ended")
+        .unwrap();
     assert!(
         matches!(result, Err(procshare::Error::Unavailable(_))),
         "{result:?}"
     );
-    let code = tokio::task::spawn_blocking(move || exit_code(&mut d)).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || exit_code(&mut d))
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
 }
 

@@ -171,13 +171,8 @@ fn unexpected(got: R) -> Failure {
 /// Opens `name` as `kind` (get-or-create), then applies `op`.
 async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R, Failure> {
     let open = Op::Open(pb::Open {
-        kind: match kind {
-            Kind::Dict => pb::Kind::Dict,
-            Kind::List => pb::Kind::List,
-            Kind::Value => pb::Kind::Value,
-            Kind::Lock => pb::Kind::Lock,
-        } as i32,
-        initial: None,
+        kind: kind.wire() as i32,
+        ..Default::default()
     });
     m.execute(name, open).await?;
     m.execute(name, op)
@@ -309,6 +304,7 @@ async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
         LockCmd::Acquire { name, wait, hold } => {
             let hold = seconds("--hold", hold)?;
             let timeout = wait.timeout.map(|t| seconds("--timeout", t)).transpose()?;
+            let stop = interrupted();
             let lock = m.lock(&name).await?;
             let token = match timeout {
                 Some(t) => lock.acquire_timeout(t).await?,
@@ -318,7 +314,7 @@ async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
             // Hold, but let Ctrl-C / SIGTERM end the hold early and still release.
             tokio::select! {
                 _ = tokio::time::sleep(hold) => {}
-                _ = interrupted() => {}
+                _ = stop => {}
             }
             lock.release().await?;
         }
@@ -330,19 +326,33 @@ async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
     Ok(())
 }
 
-async fn interrupted() {
+/// Installs SIGTERM/SIGINT handlers now, before anything is printed that a
+/// script might answer with a signal, and returns a future that completes on
+/// the first one.
+fn interrupted() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn run(cli: Cli) -> Outcome {

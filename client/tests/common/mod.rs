@@ -94,7 +94,10 @@ pub fn read_line_within(r: impl std::io::Read + Send + 'static, limit: Duration)
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
-        let ok = BufReader::new(r).read_line(&mut line).map(|n| n > 0).unwrap_or(false);
+        let ok = BufReader::new(r)
+            .read_line(&mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false);
         let _ = tx.send(ok.then_some(line));
     });
     rx.recv_timeout(limit).ok().flatten()
@@ -123,7 +126,9 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::E
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 /// The `procshare` CLI.
@@ -150,13 +155,20 @@ pub fn cli_ok(url: &str, args: &[&str]) -> String {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 output").trim_end().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim_end()
+        .to_owned()
 }
 
 /// Runs the CLI, expects exit `code`, returns stderr.
 pub fn cli_fails(url: &str, args: &[&str], code: i32) -> String {
     let out = cli(url, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "procshare {args:?}: stderr {stderr:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "procshare {args:?}: stderr {stderr:?}"
+    );
     stderr
 }

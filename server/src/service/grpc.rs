@@ -34,14 +34,16 @@ impl Service {
     }
 }
 
-fn caller(client_id: String) -> Result<Caller, Status> {
-    if client_id.len() > MAX_CLIENT_ID_LEN {
-        return Err(Status::invalid_argument(format!(
-            "client_id is {} bytes long; the limit is {MAX_CLIENT_ID_LEN}",
-            client_id.len()
-        )));
+fn caller(client_id: String, task_id: String) -> Result<Caller, Status> {
+    for (what, id) in [("client_id", &client_id), ("task_id", &task_id)] {
+        if id.len() > MAX_CLIENT_ID_LEN {
+            return Err(Status::invalid_argument(format!(
+                "{what} is {} bytes long; the limit is {MAX_CLIENT_ID_LEN}",
+                id.len()
+            )));
+        }
     }
-    Ok(Caller { client_id })
+    Ok(Caller { client_id, task_id })
 }
 
 #[tonic::async_trait]
@@ -63,8 +65,9 @@ impl Procshare for Service {
             client_id,
             request_id,
             op,
+            task_id,
         } = request.into_inner();
-        let caller = caller(client_id)?;
+        let caller = caller(client_id, task_id)?;
         match self.apply(&caller, op).await {
             Ok(result) => Ok(Response::new(pb::Response {
                 request_id,
@@ -87,9 +90,15 @@ impl Procshare for Service {
                 "atomic batches are not supported yet; nothing was applied".into(),
             )));
         }
-        let caller = caller(batch.client_id)?;
         let mut responses = Vec::with_capacity(batch.requests.len());
         for r in batch.requests {
+            // A request's own client id, if it names one, overrides the batch's.
+            let client_id = if r.client_id.is_empty() {
+                batch.client_id.clone()
+            } else {
+                r.client_id
+            };
+            let caller = caller(client_id, r.task_id)?;
             let outcome = match self.apply(&caller, r.op).await {
                 Ok(result) => Outcome::Ok(result),
                 Err(e) => Outcome::Error(to_wire(&e)),

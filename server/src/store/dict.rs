@@ -105,6 +105,10 @@ impl Dict {
             other => Err(super::misrouted(name, &other)),
         }
     }
+
+    pub fn describe(&self) -> Vec<(&'static str, Val)> {
+        vec![("len", Val::Int(self.entries.lock().len() as i64))]
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,15 @@ pub enum StoreError {
     /// A blocking operation ran out of time.
     #[error("{0}")]
     Timeout(String),
+    /// A non-blocking (or timed-out) get found nothing.
+    #[error("{0}")]
+    Empty(String),
+    /// A non-blocking (or timed-out) put found no room.
+    #[error("{0}")]
+    Full(String),
+    /// A barrier was broken by a timeout, an abort, a reset or a lost waiter.
+    #[error("{0}")]
+    BrokenBarrier(String),
     /// Asked for something the server does not do (yet).
     #[error("{0}")]
     Unimplemented(String),
@@ -50,6 +59,9 @@ impl StoreError {
             StoreError::OutOfRange(_) => ErrorKind::OutOfRange,
             StoreError::NotOwner(_) => ErrorKind::NotOwner,
             StoreError::Timeout(_) => ErrorKind::Timeout,
+            StoreError::Empty(_) => ErrorKind::Empty,
+            StoreError::Full(_) => ErrorKind::Full,
+            StoreError::BrokenBarrier(_) => ErrorKind::BrokenBarrier,
             StoreError::Unimplemented(_) => ErrorKind::Unimplemented,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Internal(_) => ErrorKind::Internal,
@@ -69,6 +81,17 @@ pub fn kind_name(kind: Kind) -> &'static str {
         Kind::List => "list",
         Kind::Value => "value",
         Kind::Lock => "lock",
+        Kind::Rlock => "rlock",
+        Kind::Semaphore => "semaphore",
+        Kind::BoundedSemaphore => "bounded_semaphore",
+        Kind::Condition => "condition",
+        Kind::Event => "event",
+        Kind::Barrier => "barrier",
+        Kind::Queue => "queue",
+        Kind::JoinableQueue => "joinable_queue",
+        Kind::Namespace => "namespace",
+        Kind::Array => "array",
+        Kind::Pipe => "pipe",
     }
 }
 

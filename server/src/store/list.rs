@@ -5,26 +5,13 @@ use parking_lot::Mutex;
 use procshare_proto::{op::Kind as Op, OpResult};
 
 use super::error::{Result, StoreError};
+use super::index::{clamp, position, slice};
 use super::reply;
 use super::val::Val;
 
 #[derive(Default)]
 pub struct List {
     items: Mutex<Vec<Val>>,
-}
-
-/// The position `index` names in a list of `len` items, Python style.
-fn position(index: i64, len: usize) -> Option<usize> {
-    let len = len as i64;
-    let i = if index < 0 { index + len } else { index };
-    (0..len).contains(&i).then_some(i as usize)
-}
-
-/// Python's clamping of a slice bound.
-fn clamp(bound: i64, len: usize) -> usize {
-    let len_i = len as i64;
-    let i = if bound < 0 { bound + len_i } else { bound };
-    i.clamp(0, len_i) as usize
 }
 
 fn out_of_range(name: &str, index: i64, len: usize) -> StoreError {
@@ -109,15 +96,8 @@ impl List {
             Op::ListLen(_) => Ok(reply::count(self.items.lock().len())),
             Op::ListRange(o) => {
                 let items = self.items.lock();
-                let len = items.len();
-                let start = o.start.map_or(0, |b| clamp(b, len));
-                let stop = o.stop.map_or(len, |b| clamp(b, len));
-                let slice = if start < stop {
-                    &items[start..stop]
-                } else {
-                    &[]
-                };
-                Ok(reply::values(slice))
+                let range = slice(o.start, o.stop, items.len());
+                Ok(reply::values(&items[range]))
             }
             Op::ListClear(_) => {
                 self.items.lock().clear();
@@ -130,6 +110,10 @@ impl List {
             Op::ListSnapshot(_) => Ok(reply::values(self.items.lock().iter())),
             other => Err(super::misrouted(name, &other)),
         }
+    }
+
+    pub fn describe(&self) -> Vec<(&'static str, Val)> {
+        vec![("len", Val::Int(self.items.lock().len() as i64))]
     }
 }
 

@@ -9,18 +9,28 @@
 //! own mutex; the registry itself is a [`DashMap`], so operations on
 //! different objects never contend.
 
+mod array;
+mod barrier;
 mod cell;
+mod condition;
 mod dict;
 pub mod error;
+mod event;
+mod index;
 mod list;
 mod lock;
+mod namespace;
+mod pipe;
+mod queue;
 mod reply;
+mod semaphore;
 pub mod val;
+mod wait;
 
 use std::sync::Arc;
 
 use dashmap::{mapref::entry::Entry, DashMap};
-use procshare_proto::{self as pb, op::Kind as Op, Kind, OpResult};
+use procshare_proto::{self as pb, op::Kind as Op, ArrayType, Kind, OpResult};
 
 pub use error::{kind_name, Result, StoreError};
 use val::Val;
@@ -28,17 +38,144 @@ use val::Val;
 /// Longest object name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Who is asking. Locks are owned by a caller.
-#[derive(Debug, Clone)]
+/// Who is asking: a client, and optionally a task within it. Locks are owned
+/// by the client; RLocks by the client and task together.
+#[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub client_id: String,
+    pub task_id: String,
+}
+
+impl Caller {
+    pub fn new(client_id: &str, task_id: &str) -> Self {
+        Caller {
+            client_id: client_id.to_owned(),
+            task_id: task_id.to_owned(),
+        }
+    }
 }
 
 enum Object {
     Dict(dict::Dict),
     List(list::List),
     Value(cell::Cell),
-    Lock(lock::Lock),
+    /// A Lock or an RLock; shared with the conditions bound to it.
+    Lock(Arc<lock::Lock>),
+    /// A Semaphore or a BoundedSemaphore.
+    Semaphore(semaphore::Semaphore),
+    Condition(condition::Condition),
+    Event(event::Event),
+    Barrier(barrier::Barrier),
+    /// A Queue or a JoinableQueue.
+    Queue(queue::Queue),
+    Namespace(namespace::Namespace),
+    Array(array::Array),
+    Pipe(pipe::Pipe),
+}
+
+/// The group of operations an op belongs to; an object accepts some groups.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Family {
+    /// Open, Delete, ListObjects: the manager's own.
+    Manager,
+    /// Describe: every object.
+    Any,
+    Dict,
+    List,
+    Value,
+    Lock,
+    Semaphore,
+    Condition,
+    Event,
+    Barrier,
+    Queue,
+    Namespace,
+    Array,
+    Pipe,
+}
+
+impl Family {
+    fn of(op: &Op) -> Family {
+        match op {
+            Op::Open(_) | Op::Delete(_) | Op::ListObjects(_) => Family::Manager,
+            Op::Describe(_) => Family::Any,
+            Op::DictGet(_)
+            | Op::DictSet(_)
+            | Op::DictRemove(_)
+            | Op::DictContains(_)
+            | Op::DictLen(_)
+            | Op::DictKeys(_)
+            | Op::DictValues(_)
+            | Op::DictItems(_)
+            | Op::DictUpdate(_)
+            | Op::DictClear(_)
+            | Op::DictSetDefault(_)
+            | Op::DictPopItem(_)
+            | Op::DictCompareAndSwap(_)
+            | Op::DictFetchAdd(_) => Family::Dict,
+            Op::ListPush(_)
+            | Op::ListExtend(_)
+            | Op::ListGet(_)
+            | Op::ListSet(_)
+            | Op::ListInsert(_)
+            | Op::ListPop(_)
+            | Op::ListRemove(_)
+            | Op::ListIndex(_)
+            | Op::ListCount(_)
+            | Op::ListLen(_)
+            | Op::ListRange(_)
+            | Op::ListClear(_)
+            | Op::ListReverse(_)
+            | Op::ListSnapshot(_) => Family::List,
+            Op::ValueGet(_)
+            | Op::ValueSet(_)
+            | Op::ValueSwap(_)
+            | Op::ValueCompareAndSwap(_)
+            | Op::ValueFetchAdd(_) => Family::Value,
+            Op::LockAcquire(_) | Op::LockRelease(_) | Op::LockLocked(_) => Family::Lock,
+            Op::SemaphoreAcquire(_) | Op::SemaphoreRelease(_) | Op::SemaphoreValue(_) => {
+                Family::Semaphore
+            }
+            Op::ConditionWait(_) | Op::ConditionNotify(_) => Family::Condition,
+            Op::EventSet(_) | Op::EventClear(_) | Op::EventIsSet(_) | Op::EventWait(_) => {
+                Family::Event
+            }
+            Op::BarrierWait(_) | Op::BarrierReset(_) | Op::BarrierAbort(_) => Family::Barrier,
+            Op::QueuePut(_) | Op::QueueGet(_) | Op::QueueTaskDone(_) | Op::QueueJoin(_) => {
+                Family::Queue
+            }
+            Op::NamespaceGet(_)
+            | Op::NamespaceSet(_)
+            | Op::NamespaceDelete(_)
+            | Op::NamespaceLoad(_)
+            | Op::NamespaceStore(_) => Family::Namespace,
+            Op::ArrayGet(_)
+            | Op::ArraySet(_)
+            | Op::ArrayGetRange(_)
+            | Op::ArraySetRange(_)
+            | Op::ArrayFetchAdd(_) => Family::Array,
+            Op::PipeSend(_) | Op::PipeRecv(_) | Op::PipePoll(_) => Family::Pipe,
+        }
+    }
+
+    /// The kind named in a WRONG_KIND error for this family.
+    fn kind_name(self) -> &'static str {
+        match self {
+            Family::Manager | Family::Any => "object",
+            Family::Dict => "dict",
+            Family::List => "list",
+            Family::Value => "value",
+            Family::Lock => "lock",
+            Family::Semaphore => "semaphore",
+            Family::Condition => "condition",
+            Family::Event => "event",
+            Family::Barrier => "barrier",
+            Family::Queue => "queue",
+            Family::Namespace => "namespace",
+            Family::Array => "array",
+            Family::Pipe => "pipe",
+        }
+    }
 }
 
 impl Object {
@@ -47,19 +184,70 @@ impl Object {
             Object::Dict(_) => Kind::Dict,
             Object::List(_) => Kind::List,
             Object::Value(_) => Kind::Value,
+            Object::Lock(l) if l.kind_name() == "rlock" => Kind::Rlock,
             Object::Lock(_) => Kind::Lock,
+            Object::Semaphore(s) if s.is_bounded() => Kind::BoundedSemaphore,
+            Object::Semaphore(_) => Kind::Semaphore,
+            Object::Condition(_) => Kind::Condition,
+            Object::Event(_) => Kind::Event,
+            Object::Barrier(_) => Kind::Barrier,
+            Object::Queue(q) if q.is_joinable() => Kind::JoinableQueue,
+            Object::Queue(_) => Kind::Queue,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Array(_) => Kind::Array,
+            Object::Pipe(_) => Kind::Pipe,
         }
     }
 
-    fn new(kind: Kind, initial: Option<pb::Value>) -> Result<Object> {
+    /// Whether this object takes operations of `family`.
+    fn accepts(&self, family: Family) -> bool {
+        matches!(
+            (self, family),
+            (_, Family::Any)
+                | (Object::Dict(_), Family::Dict)
+                | (Object::List(_), Family::List)
+                | (Object::Value(_), Family::Value)
+                | (Object::Lock(_), Family::Lock)
+                | (Object::Semaphore(_), Family::Semaphore)
+                | (Object::Condition(_), Family::Condition | Family::Lock)
+                | (Object::Event(_), Family::Event)
+                | (Object::Barrier(_), Family::Barrier)
+                | (Object::Queue(_), Family::Queue)
+                | (Object::Namespace(_), Family::Namespace)
+                | (Object::Array(_), Family::Array)
+                | (Object::Pipe(_), Family::Pipe)
+        )
+    }
+
+    /// A new object of `kind`; `lock` is the lock a condition binds to.
+    fn new(kind: Kind, open: pb::Open, lock: Option<Arc<lock::Lock>>) -> Result<Object> {
         Ok(match kind {
             Kind::Dict => Object::Dict(Default::default()),
             Kind::List => Object::List(Default::default()),
-            Kind::Value => Object::Value(cell::Cell::new(match initial {
+            Kind::Value => Object::Value(cell::Cell::new(match open.initial {
                 Some(v) => Val::from_wire(v)?,
                 None => Val::Null,
             })),
-            Kind::Lock => Object::Lock(Default::default()),
+            Kind::Lock => Object::Lock(Arc::new(lock::Lock::new(false))),
+            Kind::Rlock => Object::Lock(Arc::new(lock::Lock::new(true))),
+            Kind::Semaphore => Object::Semaphore(semaphore::Semaphore::new(open.size, false)),
+            Kind::BoundedSemaphore => Object::Semaphore(semaphore::Semaphore::new(open.size, true)),
+            Kind::Condition => Object::Condition(condition::Condition::new(
+                lock.unwrap_or_else(|| Arc::new(lock::Lock::new(true))),
+                open.lock,
+            )),
+            Kind::Event => Object::Event(Default::default()),
+            Kind::Barrier => Object::Barrier(barrier::Barrier::new(
+                open.size,
+                wait::timeout_from_secs(open.timeout_secs)?,
+            )?),
+            Kind::Queue => Object::Queue(queue::Queue::new(open.size, false)),
+            Kind::JoinableQueue => Object::Queue(queue::Queue::new(open.size, true)),
+            Kind::Namespace => Object::Namespace(Default::default()),
+            Kind::Array => {
+                Object::Array(array::Array::new(array_type(open.array_type)?, open.size)?)
+            }
+            Kind::Pipe => Object::Pipe(Default::default()),
             Kind::Unspecified => {
                 return Err(StoreError::InvalidArgument(
                     "open: an object kind is required".into(),
@@ -67,48 +255,59 @@ impl Object {
             }
         })
     }
+
+    async fn apply(&self, name: &str, caller: &Caller, op: Op) -> Result<OpResult> {
+        if let Op::Describe(_) = op {
+            return Ok(self.describe());
+        }
+        match self {
+            Object::Dict(d) => d.apply(name, op),
+            Object::List(l) => l.apply(name, op),
+            Object::Value(c) => c.apply(name, op),
+            Object::Lock(l) => l.apply(name, caller, op).await,
+            Object::Semaphore(s) => s.apply(name, caller, op).await,
+            Object::Condition(c) => c.apply(name, caller, op).await,
+            Object::Event(e) => e.apply(name, op).await,
+            Object::Barrier(b) => b.apply(name, op).await,
+            Object::Queue(q) => q.apply(name, op).await,
+            Object::Namespace(n) => n.apply(name, op),
+            Object::Array(a) => a.apply(name, op),
+            Object::Pipe(p) => p.apply(name, op).await,
+        }
+    }
+
+    /// `Describe`: the kind, how many calls wait on it, and kind-specific
+    /// figures, as a map.
+    fn describe(&self) -> OpResult {
+        let mut fields = match self {
+            Object::Dict(d) => d.describe(),
+            Object::List(l) => l.describe(),
+            Object::Value(_) => vec![],
+            Object::Lock(l) => l.describe(),
+            Object::Semaphore(s) => s.describe(),
+            Object::Condition(c) => c.describe(),
+            Object::Event(e) => e.describe(),
+            Object::Barrier(b) => b.describe(),
+            Object::Queue(q) => q.describe(),
+            Object::Namespace(n) => n.describe(),
+            Object::Array(a) => a.describe(),
+            Object::Pipe(p) => p.describe(),
+        };
+        if !fields.iter().any(|(k, _)| *k == "waiters") {
+            fields.push(("waiters", Val::Int(0)));
+        }
+        fields.insert(0, ("kind", Val::Str(kind_name(self.kind()).into())));
+        let map = fields
+            .into_iter()
+            .map(|(k, v)| (Val::Str(k.into()), v))
+            .collect();
+        reply::value(&Val::Map(map))
+    }
 }
 
-/// The kind of object an operation applies to (`None` for the manager's own
-/// operations: open, delete, list).
-fn target_kind(op: &Op) -> Option<Kind> {
-    Some(match op {
-        Op::Open(_) | Op::Delete(_) | Op::ListObjects(_) => return None,
-        Op::DictGet(_)
-        | Op::DictSet(_)
-        | Op::DictRemove(_)
-        | Op::DictContains(_)
-        | Op::DictLen(_)
-        | Op::DictKeys(_)
-        | Op::DictValues(_)
-        | Op::DictItems(_)
-        | Op::DictUpdate(_)
-        | Op::DictClear(_)
-        | Op::DictSetDefault(_)
-        | Op::DictPopItem(_)
-        | Op::DictCompareAndSwap(_)
-        | Op::DictFetchAdd(_) => Kind::Dict,
-        Op::ListPush(_)
-        | Op::ListExtend(_)
-        | Op::ListGet(_)
-        | Op::ListSet(_)
-        | Op::ListInsert(_)
-        | Op::ListPop(_)
-        | Op::ListRemove(_)
-        | Op::ListIndex(_)
-        | Op::ListCount(_)
-        | Op::ListLen(_)
-        | Op::ListRange(_)
-        | Op::ListClear(_)
-        | Op::ListReverse(_)
-        | Op::ListSnapshot(_) => Kind::List,
-        Op::ValueGet(_)
-        | Op::ValueSet(_)
-        | Op::ValueSwap(_)
-        | Op::ValueCompareAndSwap(_)
-        | Op::ValueFetchAdd(_) => Kind::Value,
-        Op::LockAcquire(_) | Op::LockRelease(_) | Op::LockLocked(_) => Kind::Lock,
-    })
+fn array_type(t: i32) -> Result<ArrayType> {
+    ArrayType::try_from(t)
+        .map_err(|_| StoreError::InvalidArgument(format!("unknown array type {t}")))
 }
 
 /// What an object module answers when dispatch hands it a foreign operation.
@@ -158,47 +357,84 @@ impl Store {
             return Ok(self.list_objects());
         }
         validate_name(&name)?;
-        let Some(wanted) = target_kind(&op) else {
+        let family = Family::of(&op);
+        if family == Family::Manager {
             return match op {
                 Op::Open(o) => self.open(name, o),
                 Op::Delete(_) => self.delete(&name),
                 other => Err(misrouted(&name, &other)),
             };
-        };
-        let object = self.get(&name, wanted)?;
-        match &*object {
-            Object::Dict(d) => d.apply(&name, op),
-            Object::List(l) => l.apply(&name, op),
-            Object::Value(c) => c.apply(&name, op),
-            Object::Lock(l) => l.apply(&name, caller, op).await,
         }
+        let object = self.get(&name)?;
+        if !object.accepts(family) {
+            return Err(StoreError::WrongKind {
+                name,
+                wanted: family.kind_name(),
+                actual: kind_name(object.kind()),
+            });
+        }
+        object.apply(&name, caller, op).await
     }
 
-    /// The object called `name`, if it is of kind `wanted`.
-    fn get(&self, name: &str, wanted: Kind) -> Result<Arc<Object>> {
-        let object = self
-            .objects
+    /// The object called `name`.
+    fn get(&self, name: &str) -> Result<Arc<Object>> {
+        self.objects
             .get(name)
             .map(|o| o.value().clone())
             .ok_or_else(|| {
                 StoreError::NotFound(format!("no object named {name:?} (open it first)"))
-            })?;
-        check_kind(name, &object, wanted)?;
-        Ok(object)
+            })
     }
 
     fn open(&self, name: String, open: pb::Open) -> Result<OpResult> {
         let kind = Kind::try_from(open.kind)
             .map_err(|_| StoreError::InvalidArgument(format!("unknown kind {}", open.kind)))?;
+        // A condition bound to a named lock: get or create that lock first,
+        // outside the entry below (two entries of one map at once could
+        // deadlock on a shard).
+        let lock = if kind == Kind::Condition && !open.lock.is_empty() {
+            if open.lock == name {
+                return Err(StoreError::InvalidArgument(format!(
+                    "condition {name:?} cannot be its own lock"
+                )));
+            }
+            Some(self.lock_for_condition(&open.lock)?)
+        } else {
+            None
+        };
         match self.objects.entry(name) {
-            Entry::Occupied(e) => check_kind(e.key(), e.get(), kind)?,
+            Entry::Occupied(e) => {
+                check_kind(e.key(), e.get(), kind)?;
+                if let Object::Array(a) = &**e.get() {
+                    a.check_shape(e.key(), array_type(open.array_type)?, open.size)?;
+                }
+            }
             Entry::Vacant(e) => {
-                let object = Object::new(kind, open.initial)?;
+                let object = Object::new(kind, open, lock)?;
                 tracing::debug!(name = %e.key(), kind = kind_name(kind), "created");
                 e.insert(Arc::new(object));
             }
         }
         Ok(reply::unit())
+    }
+
+    /// The Lock or RLock called `name`, created as an RLock if absent.
+    fn lock_for_condition(&self, name: &str) -> Result<Arc<lock::Lock>> {
+        validate_name(name)?;
+        let object = self
+            .objects
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Object::Lock(Arc::new(lock::Lock::new(true)))))
+            .value()
+            .clone();
+        match &*object {
+            Object::Lock(l) => Ok(l.clone()),
+            other => Err(StoreError::WrongKind {
+                name: name.to_owned(),
+                wanted: "lock",
+                actual: kind_name(other.kind()),
+            }),
+        }
     }
 
     fn delete(&self, name: &str) -> Result<OpResult> {
@@ -307,6 +543,13 @@ pub(crate) mod testing {
         }
     }
 
+    pub fn as_flag(r: OpResult) -> bool {
+        match kind(r) {
+            R::Flag(b) => b,
+            other => panic!("expected flag, got {other:?}"),
+        }
+    }
+
     pub fn as_acquired(r: OpResult) -> (bool, u64) {
         match kind(r) {
             R::Acquired(a) => (a.acquired, a.fencing_token),
@@ -320,9 +563,7 @@ mod tests {
     use super::*;
 
     fn caller() -> Caller {
-        Caller {
-            client_id: "t".into(),
-        }
+        Caller::new("t", "")
     }
 
     fn op(name: &str, kind: Op) -> pb::Op {
@@ -335,7 +576,7 @@ mod tests {
     fn open(kind: Kind) -> Op {
         Op::Open(pb::Open {
             kind: kind as i32,
-            initial: None,
+            ..Default::default()
         })
     }
 

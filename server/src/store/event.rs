@@ -1,0 +1,108 @@
+//! Event: a flag that waiters wait for.
+//!
+//! As in Python, a `wait` that was woken by `set` returns true even if the
+//! flag was cleared again before the waiter ran: each `set` starts a new
+//! generation, and a waiter wakes when the generation moves on.
+
+use parking_lot::Mutex;
+use procshare_proto::{op::Kind as Op, OpResult};
+use tokio::sync::Notify;
+
+use super::error::Result;
+use super::reply;
+use super::val::Val;
+use super::wait::{timeout_from_secs, until, Waiters};
+
+#[derive(Default)]
+pub struct Event {
+    state: Mutex<State>,
+    changed: Notify,
+    waiters: Waiters,
+}
+
+#[derive(Default)]
+struct State {
+    flag: bool,
+    generation: u64,
+}
+
+impl Event {
+    pub async fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+        match op {
+            Op::EventSet(_) => {
+                let mut s = self.state.lock();
+                s.flag = true;
+                s.generation += 1;
+                drop(s);
+                self.changed.notify_waiters();
+                Ok(reply::unit())
+            }
+            Op::EventClear(_) => {
+                self.state.lock().flag = false;
+                Ok(reply::unit())
+            }
+            Op::EventIsSet(_) => Ok(reply::flag(self.state.lock().flag)),
+            Op::EventWait(o) => {
+                let timeout = timeout_from_secs(o.timeout_secs)?;
+                let start = self.state.lock().generation;
+                let set = until(&self.changed, &self.waiters, timeout, || {
+                    let s = self.state.lock();
+                    (s.flag || s.generation != start).then_some(())
+                })
+                .await;
+                Ok(reply::flag(set.is_some()))
+            }
+            other => Err(super::misrouted(name, &other)),
+        }
+    }
+
+    pub fn describe(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("is_set", Val::Bool(self.state.lock().flag)),
+            ("waiters", Val::Int(self.waiters.count() as i64)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::*;
+    use procshare_proto as pb;
+    use std::sync::Arc;
+
+    fn wait(t: Option<f64>) -> Op {
+        Op::EventWait(pb::EventWait { timeout_secs: t })
+    }
+
+    #[tokio::test]
+    async fn wait_returns_false_on_timeout_and_true_once_set() {
+        let e = Event::default();
+        assert!(!as_flag(e.apply("e", wait(Some(0.01))).await.unwrap()));
+        e.apply("e", Op::EventSet(pb::EventSet {})).await.unwrap();
+        assert!(as_flag(e.apply("e", wait(Some(0.01))).await.unwrap()));
+        assert!(as_flag(e.apply("e", wait(None)).await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_set_then_clear_still_wakes_waiters_with_true() {
+        let e = Arc::new(Event::default());
+        let waiter = tokio::spawn({
+            let e = e.clone();
+            async move { as_flag(e.apply("e", wait(Some(10.0))).await.unwrap()) }
+        });
+        while e.waiters.count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        e.apply("e", Op::EventSet(pb::EventSet {})).await.unwrap();
+        e.apply("e", Op::EventClear(pb::EventClear {}))
+            .await
+            .unwrap();
+        assert!(waiter.await.unwrap());
+        assert!(!as_flag(
+            e.apply("e", Op::EventIsSet(pb::EventIsSet {}))
+                .await
+                .unwrap()
+        ));
+    }
+}

@@ -1,0 +1,283 @@
+//! Queue and JoinableQueue: FIFO across every client.
+//!
+//! `get` takes its item in the same step that finds it, so a `get` whose
+//! client goes away while it waits takes nothing. Waiting getters and putters
+//! are woken one at a time (tokio hands a wake-up on if its waiter was
+//! cancelled), so a put to a queue with a thousand waiting getters wakes
+//! one, not a thousand.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use procshare_proto::{op::Kind as Op, OpResult};
+use tokio::sync::Notify;
+
+use super::error::{Result, StoreError};
+use super::reply;
+use super::val::Val;
+use super::wait::{timeout_from_secs, until, Waiters};
+
+pub struct Queue {
+    /// 0: unbounded.
+    maxsize: usize,
+    joinable: bool,
+    state: Mutex<State>,
+    not_empty: Notify,
+    not_full: Notify,
+    all_done: Notify,
+    waiters: Waiters,
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Val>,
+    /// Items put and not yet marked done (JoinableQueue).
+    unfinished: u64,
+}
+
+impl Queue {
+    pub fn new(maxsize: u64, joinable: bool) -> Self {
+        Queue {
+            maxsize: usize::try_from(maxsize).unwrap_or(usize::MAX),
+            joinable,
+            state: Mutex::default(),
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            all_done: Notify::new(),
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub fn is_joinable(&self) -> bool {
+        self.joinable
+    }
+
+    fn kind_name(&self) -> &'static str {
+        if self.joinable {
+            "joinable queue"
+        } else {
+            "queue"
+        }
+    }
+
+    fn try_put(&self, value: &mut Option<Val>) -> Option<()> {
+        let mut s = self.state.lock();
+        if self.maxsize != 0 && s.items.len() >= self.maxsize {
+            return None;
+        }
+        s.items.push_back(value.take()?);
+        s.unfinished += 1;
+        Some(())
+    }
+
+    fn try_get(&self) -> Option<Val> {
+        self.state.lock().items.pop_front()
+    }
+
+    pub async fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+        match op {
+            Op::QueuePut(o) => {
+                let timeout = timeout_from_secs(o.timeout_secs)?;
+                let mut value = Some(Val::required(o.value, "value")?);
+                let put = if o.blocking {
+                    until(&self.not_full, &self.waiters, timeout, || {
+                        self.try_put(&mut value)
+                    })
+                    .await
+                } else {
+                    self.try_put(&mut value)
+                };
+                put.ok_or_else(|| {
+                    StoreError::Full(format!(
+                        "{} {name:?} is full ({} items)",
+                        self.kind_name(),
+                        self.maxsize
+                    ))
+                })?;
+                self.not_empty.notify_one();
+                Ok(reply::unit())
+            }
+            Op::QueueGet(o) => {
+                let timeout = timeout_from_secs(o.timeout_secs)?;
+                let got = if o.blocking {
+                    until(&self.not_empty, &self.waiters, timeout, || self.try_get()).await
+                } else {
+                    self.try_get()
+                };
+                let item = got.ok_or_else(|| {
+                    StoreError::Empty(format!("{} {name:?} is empty", self.kind_name()))
+                })?;
+                self.not_full.notify_one();
+                Ok(reply::value(&item))
+            }
+            Op::QueueTaskDone(_) => {
+                self.require_joinable(name)?;
+                let mut s = self.state.lock();
+                if s.unfinished == 0 {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "task_done() called too many times on {name:?}"
+                    )));
+                }
+                s.unfinished -= 1;
+                if s.unfinished == 0 {
+                    drop(s);
+                    self.all_done.notify_waiters();
+                }
+                Ok(reply::unit())
+            }
+            Op::QueueJoin(o) => {
+                self.require_joinable(name)?;
+                let timeout = timeout_from_secs(o.timeout_secs)?;
+                until(&self.all_done, &self.waiters, timeout, || {
+                    (self.state.lock().unfinished == 0).then_some(())
+                })
+                .await
+                .ok_or_else(|| StoreError::Timeout(format!("timed out joining {name:?}")))?;
+                Ok(reply::unit())
+            }
+            other => Err(super::misrouted(name, &other)),
+        }
+    }
+
+    fn require_joinable(&self, name: &str) -> Result<()> {
+        if self.joinable {
+            Ok(())
+        } else {
+            Err(StoreError::WrongKind {
+                name: name.to_owned(),
+                wanted: "joinable_queue",
+                actual: "queue",
+            })
+        }
+    }
+
+    pub fn describe(&self) -> Vec<(&'static str, Val)> {
+        let s = self.state.lock();
+        vec![
+            ("len", Val::Int(s.items.len() as i64)),
+            ("maxsize", Val::Int(self.maxsize as i64)),
+            ("unfinished", Val::Int(s.unfinished as i64)),
+            ("waiters", Val::Int(self.waiters.count() as i64)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::*;
+    use procshare_proto as pb;
+    use std::sync::Arc;
+
+    fn put(v: i64, blocking: bool, timeout: Option<f64>) -> Op {
+        Op::QueuePut(pb::QueuePut {
+            value: Some(Val::Int(v).to_wire()),
+            blocking,
+            timeout_secs: timeout,
+        })
+    }
+
+    fn get(blocking: bool, timeout: Option<f64>) -> Op {
+        Op::QueueGet(pb::QueueGet {
+            blocking,
+            timeout_secs: timeout,
+        })
+    }
+
+    #[tokio::test]
+    async fn fifo_full_and_empty() {
+        let q = Queue::new(2, false);
+        q.apply("q", put(1, true, None)).await.unwrap();
+        q.apply("q", put(2, true, None)).await.unwrap();
+        assert!(matches!(
+            q.apply("q", put(3, false, None)).await,
+            Err(StoreError::Full(_))
+        ));
+        assert!(matches!(
+            q.apply("q", put(3, true, Some(0.01))).await,
+            Err(StoreError::Full(_))
+        ));
+        assert_eq!(
+            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            Val::Int(1)
+        );
+        assert_eq!(
+            as_value(q.apply("q", get(false, None)).await.unwrap()),
+            Val::Int(2)
+        );
+        assert!(matches!(
+            q.apply("q", get(false, None)).await,
+            Err(StoreError::Empty(_))
+        ));
+        assert!(matches!(
+            q.apply("q", get(true, Some(0.01))).await,
+            Err(StoreError::Empty(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_get_takes_nothing() {
+        let q = Arc::new(Queue::new(0, false));
+        let gone = tokio::spawn({
+            let q = q.clone();
+            async move { q.apply("q", get(true, None)).await }
+        });
+        while q.waiters.count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        q.apply("q", put(7, true, None)).await.unwrap();
+        assert_eq!(
+            as_value(q.apply("q", get(false, None)).await.unwrap()),
+            Val::Int(7)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blocked_put_goes_in_when_room_appears() {
+        let q = Arc::new(Queue::new(1, false));
+        q.apply("q", put(1, true, None)).await.unwrap();
+        let putter = tokio::spawn({
+            let q = q.clone();
+            async move { q.apply("q", put(2, true, Some(10.0))).await }
+        });
+        while q.waiters.count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            Val::Int(1)
+        );
+        putter.await.unwrap().unwrap();
+        assert_eq!(
+            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            Val::Int(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn task_done_and_join() {
+        let q = Queue::new(0, true);
+        let done = || Op::QueueTaskDone(pb::QueueTaskDone {});
+        let join = |t| Op::QueueJoin(pb::QueueJoin { timeout_secs: t });
+        assert!(matches!(
+            q.apply("q", done()).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+        q.apply("q", join(Some(0.01))).await.unwrap();
+        q.apply("q", put(1, true, None)).await.unwrap();
+        q.apply("q", get(true, None)).await.unwrap();
+        assert!(matches!(
+            q.apply("q", join(Some(0.01))).await,
+            Err(StoreError::Timeout(_))
+        ));
+        q.apply("q", done()).await.unwrap();
+        q.apply("q", join(None)).await.unwrap();
+        let plain = Queue::new(0, false);
+        assert!(matches!(
+            plain.apply("q", done()).await,
+            Err(StoreError::WrongKind { .. })
+        ));
+    }
+}
