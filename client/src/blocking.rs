@@ -24,7 +24,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
-use crate::{ObjectInfo, Swap};
+use crate::{ArrayElement, ObjectInfo, Swap};
 
 /// Generates methods that block on the async proxy's method of the same name.
 macro_rules! blocking {
@@ -133,6 +133,95 @@ impl Manager {
             inner,
             rt: self.rt.clone(),
         })
+    }
+    fn wrap<P>(&self, inner: P) -> Blocking<P> {
+        Blocking {
+            inner,
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// The reentrant lock called `name`.
+    pub fn rlock(&self, name: &str) -> Result<RLockProxy> {
+        Ok(self.wrap(self.rt.block_on(self.inner.rlock(name))?))
+    }
+
+    /// The semaphore called `name`, created with `value` permits if absent.
+    pub fn semaphore(&self, name: &str, value: u64) -> Result<SemaphoreProxy> {
+        Ok(self.wrap(self.rt.block_on(self.inner.semaphore(name, value))?))
+    }
+
+    /// The bounded semaphore called `name`.
+    pub fn bounded_semaphore(&self, name: &str, value: u64) -> Result<SemaphoreProxy> {
+        Ok(self.wrap(
+            self.rt
+                .block_on(self.inner.bounded_semaphore(name, value))?,
+        ))
+    }
+
+    /// The condition called `name`, bound to the lock called `lock` or its own.
+    pub fn condition(&self, name: &str, lock: Option<&str>) -> Result<ConditionProxy> {
+        Ok(self.wrap(self.rt.block_on(self.inner.condition(name, lock))?))
+    }
+
+    /// The event called `name`.
+    pub fn event(&self, name: &str) -> Result<EventProxy> {
+        Ok(self.wrap(self.rt.block_on(self.inner.event(name))?))
+    }
+
+    /// The barrier called `name` for `parties` callers.
+    pub fn barrier(
+        &self,
+        name: &str,
+        parties: u64,
+        timeout: Option<Duration>,
+    ) -> Result<BarrierProxy> {
+        Ok(self.wrap(
+            self.rt
+                .block_on(self.inner.barrier(name, parties, timeout))?,
+        ))
+    }
+
+    /// The queue called `name` (`maxsize` 0: unbounded).
+    pub fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: u64,
+    ) -> Result<QueueProxy<T>> {
+        Ok(self.wrap(self.rt.block_on(self.inner.queue(name, maxsize))?))
+    }
+
+    /// The joinable queue called `name`.
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: u64,
+    ) -> Result<QueueProxy<T>> {
+        Ok(self.wrap(self.rt.block_on(self.inner.joinable_queue(name, maxsize))?))
+    }
+
+    /// The namespace called `name`.
+    pub fn namespace(&self, name: &str) -> Result<NamespaceProxy> {
+        Ok(self.wrap(self.rt.block_on(self.inner.namespace(name))?))
+    }
+
+    /// The array called `name` of `len` elements of `T`.
+    pub fn array<T: ArrayElement>(&self, name: &str, len: u64) -> Result<ArrayProxy<T>> {
+        Ok(self.wrap(self.rt.block_on(self.inner.array(name, len))?))
+    }
+
+    /// Both ends of the pipe called `name`.
+    pub fn pipe<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<(PipeProxy<T>, PipeProxy<T>)> {
+        let (a, b) = self.rt.block_on(self.inner.pipe(name))?;
+        Ok((self.wrap(a), self.wrap(b)))
+    }
+
+    /// The kind, waiters and figures of the object called `name`, as JSON.
+    pub fn describe(&self, name: &str) -> Result<serde_json::Value> {
+        self.rt.block_on(self.inner.describe(name))
     }
 }
 
@@ -349,6 +438,13 @@ impl LockGuard<'_> {
     pub fn token(&self) -> u64 {
         self.token
     }
+
+    /// Releases now, reporting a failure (dropping the guard can only log it).
+    pub fn release(self) -> Result<()> {
+        let lock = self.lock;
+        std::mem::forget(self);
+        lock.release()
+    }
 }
 
 impl Drop for LockGuard<'_> {
@@ -356,5 +452,320 @@ impl Drop for LockGuard<'_> {
         if let Err(e) = self.lock.release() {
             tracing::warn!(lock = self.lock.name(), error = %e, "releasing a guarded lock failed");
         }
+    }
+}
+
+/// A synchronous proxy: the async proxy `P` and the runtime that runs it.
+pub struct Blocking<P> {
+    inner: P,
+    rt: Arc<Runtime>,
+}
+
+impl<P: Clone> Clone for Blocking<P> {
+    fn clone(&self) -> Self {
+        Blocking {
+            inner: self.inner.clone(),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+impl<P> Blocking<P> {
+    /// The async proxy underneath.
+    pub fn as_async(&self) -> &P {
+        &self.inner
+    }
+}
+
+/// The synchronous [`crate::RLockProxy`].
+pub type RLockProxy = Blocking<crate::RLockProxy>;
+/// The synchronous [`crate::SemaphoreProxy`].
+pub type SemaphoreProxy = Blocking<crate::SemaphoreProxy>;
+/// The synchronous [`crate::ConditionProxy`].
+pub type ConditionProxy = Blocking<crate::ConditionProxy>;
+/// The synchronous [`crate::EventProxy`].
+pub type EventProxy = Blocking<crate::EventProxy>;
+/// The synchronous [`crate::BarrierProxy`].
+pub type BarrierProxy = Blocking<crate::BarrierProxy>;
+/// The synchronous [`crate::QueueProxy`].
+pub type QueueProxy<T> = Blocking<crate::QueueProxy<T>>;
+/// The synchronous [`crate::NamespaceProxy`].
+pub type NamespaceProxy = Blocking<crate::NamespaceProxy>;
+/// The synchronous [`crate::ArrayProxy`].
+pub type ArrayProxy<T> = Blocking<crate::ArrayProxy<T>>;
+/// The synchronous [`crate::PipeProxy`].
+pub type PipeProxy<T> = Blocking<crate::PipeProxy<T>>;
+
+impl Blocking<crate::RLockProxy> {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The same RLock, owned on behalf of `task` within this client.
+    pub fn with_task(&self, task: &str) -> RLockProxy {
+        Blocking {
+            inner: self.inner.with_task(task),
+            rt: self.rt.clone(),
+        }
+    }
+
+    blocking! {
+        /// Waits as long as it takes; returns the fencing token.
+        fn acquire(&self) -> u64;
+        /// Waits at most `timeout`.
+        fn acquire_timeout(&self, timeout: Duration) -> u64;
+        /// Takes the lock if free or already ours.
+        fn try_acquire(&self) -> Option<u64>;
+        /// Releases one level.
+        fn release(&self) -> ();
+        /// Whether anyone holds the lock.
+        fn locked(&self) -> bool;
+    }
+}
+
+impl Blocking<crate::SemaphoreProxy> {
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    blocking! {
+        /// Waits for a permit.
+        fn acquire(&self) -> ();
+        /// Waits for a permit at most `timeout`.
+        fn acquire_timeout(&self, timeout: Duration) -> ();
+        /// Takes a permit if one is free.
+        fn try_acquire(&self) -> bool;
+        /// Gives a permit back.
+        fn release(&self) -> ();
+        /// Gives `n` permits back.
+        fn release_n(&self, n: u64) -> ();
+        /// The permits available now.
+        fn value(&self) -> u64;
+    }
+}
+
+impl Blocking<crate::ConditionProxy> {
+    /// The condition's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The same condition, on behalf of `task` within this client.
+    pub fn with_task(&self, task: &str) -> ConditionProxy {
+        Blocking {
+            inner: self.inner.with_task(task),
+            rt: self.rt.clone(),
+        }
+    }
+
+    blocking! {
+        /// Acquires the underlying lock.
+        fn acquire(&self) -> u64;
+        /// Acquires the underlying lock, waiting at most `timeout`.
+        fn acquire_timeout(&self, timeout: Duration) -> u64;
+        /// Releases the underlying lock.
+        fn release(&self) -> ();
+        /// Waits for a notify (the lock is released meanwhile).
+        fn wait(&self, timeout: Option<Duration>) -> bool;
+        /// Wakes up to `n` waiters.
+        fn notify(&self, n: u64) -> u64;
+        /// Wakes every waiter.
+        fn notify_all(&self) -> u64;
+        /// How many calls wait on the condition.
+        fn n_waiting(&self) -> u64;
+    }
+
+    /// Waits until `predicate` is true, re-checking after each notify, at
+    /// most `timeout` overall. Call it holding the lock.
+    pub fn wait_for(
+        &self,
+        mut predicate: impl FnMut() -> Result<bool>,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let end = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if predicate()? {
+                return Ok(true);
+            }
+            let left = match end {
+                Some(end) => match end.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+                None => None,
+            };
+            self.wait(left)?;
+        }
+    }
+}
+
+impl Blocking<crate::EventProxy> {
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    blocking! {
+        /// Sets the flag and wakes every waiter.
+        fn set(&self) -> ();
+        /// Clears the flag.
+        fn clear(&self) -> ();
+        /// Whether the flag is set.
+        fn is_set(&self) -> bool;
+        /// Waits until set (false on timeout).
+        fn wait(&self, timeout: Option<Duration>) -> bool;
+    }
+}
+
+impl Blocking<crate::BarrierProxy> {
+    /// The barrier's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    blocking! {
+        /// Waits for all parties; returns the arrival index.
+        fn wait(&self) -> u64;
+        /// Waits for all parties at most `timeout`.
+        fn wait_timeout(&self, timeout: Duration) -> u64;
+        /// Returns the barrier to its empty state.
+        fn reset(&self) -> ();
+        /// Breaks the barrier.
+        fn abort(&self) -> ();
+        /// How many parties it waits for.
+        fn parties(&self) -> u64;
+        /// How many are waiting now.
+        fn n_waiting(&self) -> u64;
+        /// Whether it is broken.
+        fn broken(&self) -> bool;
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Blocking<crate::QueueProxy<T>> {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    blocking! {
+        /// Puts `item`, waiting for room.
+        fn put(&self, item: T) -> ();
+        /// Puts `item`, waiting at most `timeout` (`Full`).
+        fn put_timeout(&self, item: T, timeout: Duration) -> ();
+        /// Puts `item` if there is room now (`Full`).
+        fn put_nowait(&self, item: T) -> ();
+        /// Takes the first item, waiting for one.
+        fn get(&self) -> T;
+        /// Takes the first item, waiting at most `timeout` (`Empty`).
+        fn get_timeout(&self, timeout: Duration) -> T;
+        /// Takes the first item if there is one (`Empty`).
+        fn get_nowait(&self) -> T;
+        /// The number of items.
+        fn qsize(&self) -> u64;
+        /// Whether there are no items.
+        fn empty(&self) -> bool;
+        /// Whether the queue is at its maxsize.
+        fn full(&self) -> bool;
+        /// The maxsize (0: unbounded).
+        fn maxsize(&self) -> u64;
+        /// Marks one item done (JoinableQueue).
+        fn task_done(&self) -> ();
+        /// Waits until every item is done (JoinableQueue).
+        fn join(&self) -> ();
+        /// Like `join`, at most `timeout`.
+        fn join_timeout(&self, timeout: Duration) -> ();
+    }
+}
+
+impl Blocking<crate::NamespaceProxy> {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The attribute `attr` (`NotFound` if unset).
+    pub fn get<T: DeserializeOwned>(&self, attr: &str) -> Result<T> {
+        self.rt.block_on(self.inner.get(attr))
+    }
+
+    /// The attribute `attr`, if set.
+    pub fn try_get<T: DeserializeOwned>(&self, attr: &str) -> Result<Option<T>> {
+        self.rt.block_on(self.inner.try_get(attr))
+    }
+
+    /// Sets the attribute `attr`.
+    pub fn set<T: Serialize + ?Sized>(&self, attr: &str, value: &T) -> Result<()> {
+        self.rt.block_on(self.inner.set(attr, value))
+    }
+
+    /// Removes the attribute `attr`.
+    pub fn delete(&self, attr: &str) -> Result<()> {
+        self.rt.block_on(self.inner.delete(attr))
+    }
+
+    /// Loads every attribute into a serde struct.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<T> {
+        self.rt.block_on(self.inner.load())
+    }
+
+    /// Stores a serde struct as the attributes (others are removed).
+    pub fn store<T: Serialize>(&self, value: &T) -> Result<()> {
+        self.rt.block_on(self.inner.store(value))
+    }
+
+    /// Sets the struct's fields as attributes, keeping the others.
+    pub fn update<T: Serialize>(&self, value: &T) -> Result<()> {
+        self.rt.block_on(self.inner.update(value))
+    }
+}
+
+impl<T: ArrayElement> Blocking<crate::ArrayProxy<T>> {
+    /// The array's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    blocking! {
+        /// The number of elements.
+        fn len(&self) -> usize;
+        /// Whether the array has no elements.
+        fn is_empty(&self) -> bool;
+        /// The element at `index`.
+        fn get(&self, index: i64) -> T;
+        /// Sets the element at `index`.
+        fn set(&self, index: i64, value: T) -> ();
+        /// Python's slice `a[start:stop]`.
+        fn get_range(&self, start: Option<i64>, stop: Option<i64>) -> Vec<T>;
+        /// Writes `values` from `start` on, all or nothing.
+        fn set_range(&self, start: i64, values: &[T]) -> ();
+        /// Atomically adds `delta`; returns the previous value.
+        fn fetch_add(&self, index: i64, delta: T) -> T;
+        /// The whole array.
+        fn snapshot(&self) -> Vec<T>;
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Blocking<crate::PipeProxy<T>> {
+    /// The pipe's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// Which end this is: 0 or 1.
+    pub fn end(&self) -> u32 {
+        self.inner.end()
+    }
+
+    blocking! {
+        /// Sends `value` to the other end.
+        fn send(&self, value: T) -> ();
+        /// Receives the next value, waiting for one.
+        fn recv(&self) -> T;
+        /// Receives the next value, waiting at most `timeout` (`Timeout`).
+        fn recv_timeout(&self, timeout: Duration) -> T;
+        /// Whether something is waiting, waiting up to `timeout` for it.
+        fn poll(&self, timeout: Option<Duration>) -> bool;
     }
 }

@@ -137,6 +137,7 @@ impl Connection {
     pub async fn execute(
         &self,
         name: &str,
+        task: &str,
         op: pb::op::Kind,
         deadline: Deadline,
     ) -> Result<pb::OpResult> {
@@ -147,7 +148,7 @@ impl Connection {
                 name: name.to_owned(),
                 kind: Some(op),
             }),
-            task_id: String::new(),
+            task_id: task.to_owned(),
         };
         let mut client = self.client.clone();
         let reply = self.within(deadline, client.execute(request)).await?;
@@ -163,12 +164,17 @@ impl Connection {
 }
 
 /// The whole chain of an error's causes, for messages that say why.
+/// Causes whose text is already in the message (tonic repeats some) are
+/// left out.
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = s.source();
     }
     out

@@ -35,7 +35,10 @@ pub mod value;
 pub use connection::DEFAULT_CALL_TIMEOUT;
 pub use error::{Error, Result};
 pub use manager::{Kind, Manager, ManagerBuilder, ObjectInfo, DEFAULT_URL};
-pub use proxy::{DictProxy, ListProxy, LockProxy, Swap, ValueProxy};
+pub use proxy::{
+    ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy,
+    LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy, Swap, ValueProxy,
+};
 
 /// The wire types, for raw [`Manager::execute`] calls.
 pub use procshare_proto as wire;

@@ -7,7 +7,11 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::connection::{Connection, Deadline, DEFAULT_CALL_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::proxy::{DictProxy, Handle, ListProxy, LockProxy, ValueProxy};
+use crate::proxy::{
+    ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Handle,
+    ListProxy, LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy,
+    ValueProxy,
+};
 
 /// Where to connect when neither an URL nor `PROCSHARE_URL` is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:50051";
@@ -134,7 +138,10 @@ impl ManagerBuilder {
     pub async fn connect(self) -> Result<Manager> {
         let url = match self.url {
             Some(u) => u,
-            None => std::env::var("PROCSHARE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned()),
+            None => std::env::var("PROCSHARE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| DEFAULT_URL.to_owned()),
         };
         let conn = Connection::connect(&url, self.call_timeout, self.connect_timeout).await?;
         Ok(Manager { conn })
@@ -197,13 +204,30 @@ impl Manager {
     }
 
     async fn open(&self, name: &str, kind: Kind, initial: Option<pb::Value>) -> Result<Handle> {
-        let op = Op::Open(pb::Open {
-            kind: kind.wire() as i32,
-            initial,
-            ..Default::default()
-        });
-        self.conn.execute(name, op, Deadline::Default).await?;
+        self.open_with(
+            name,
+            pb::Open {
+                kind: kind.wire() as i32,
+                initial,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn open_with(&self, name: &str, open: pb::Open) -> Result<Handle> {
+        self.conn
+            .execute(name, "", Op::Open(open), Deadline::Default)
+            .await?;
         Ok(Handle::new(self.conn.clone(), name))
+    }
+
+    fn sized(kind: Kind, size: u64) -> pb::Open {
+        pb::Open {
+            kind: kind.wire() as i32,
+            size,
+            ..Default::default()
+        }
     }
 
     /// The dict called `name`, created empty if absent.
@@ -238,10 +262,115 @@ impl Manager {
         Ok(LockProxy::new(self.open(name, Kind::Lock, None).await?))
     }
 
+    /// The reentrant lock called `name`, created unlocked if absent.
+    pub async fn rlock(&self, name: &str) -> Result<RLockProxy> {
+        Ok(RLockProxy::new(self.open(name, Kind::RLock, None).await?))
+    }
+
+    /// The semaphore called `name`, created with `value` permits if absent.
+    pub async fn semaphore(&self, name: &str, value: u64) -> Result<SemaphoreProxy> {
+        let open = Self::sized(Kind::Semaphore, value);
+        Ok(SemaphoreProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The bounded semaphore called `name`, created with `value` permits if
+    /// absent; releasing above `value` is an error.
+    pub async fn bounded_semaphore(&self, name: &str, value: u64) -> Result<SemaphoreProxy> {
+        let open = Self::sized(Kind::BoundedSemaphore, value);
+        Ok(SemaphoreProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The condition called `name`, bound to the Lock or RLock called `lock`
+    /// (created as an RLock if absent), or to a lock of its own.
+    pub async fn condition(&self, name: &str, lock: Option<&str>) -> Result<ConditionProxy> {
+        let open = pb::Open {
+            kind: Kind::Condition.wire() as i32,
+            lock: lock.unwrap_or_default().to_owned(),
+            ..Default::default()
+        };
+        Ok(ConditionProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The event called `name`, created clear if absent.
+    pub async fn event(&self, name: &str) -> Result<EventProxy> {
+        Ok(EventProxy::new(self.open(name, Kind::Event, None).await?))
+    }
+
+    /// The barrier called `name` for `parties` callers, with a default
+    /// `wait` timeout, created if absent (an existing barrier keeps its own
+    /// parties and timeout).
+    pub async fn barrier(
+        &self,
+        name: &str,
+        parties: u64,
+        timeout: Option<Duration>,
+    ) -> Result<BarrierProxy> {
+        let open = pb::Open {
+            timeout_secs: timeout.map(|t| t.as_secs_f64()),
+            ..Self::sized(Kind::Barrier, parties)
+        };
+        Ok(BarrierProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The queue called `name`, created with `maxsize` (0: unbounded) if
+    /// absent (an existing queue keeps its own).
+    pub async fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: u64,
+    ) -> Result<QueueProxy<T>> {
+        let open = Self::sized(Kind::Queue, maxsize);
+        Ok(QueueProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The joinable queue called `name` (a queue with `task_done` and
+    /// `join`), created with `maxsize` if absent.
+    pub async fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: u64,
+    ) -> Result<QueueProxy<T>> {
+        let open = Self::sized(Kind::JoinableQueue, maxsize);
+        Ok(QueueProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// The namespace called `name`, created empty if absent.
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceProxy> {
+        Ok(NamespaceProxy::new(
+            self.open(name, Kind::Namespace, None).await?,
+        ))
+    }
+
+    /// The array called `name` of `len` elements of `T` (i64, f64 or u8),
+    /// created zeroed if absent. An existing array of another type or
+    /// length is [`Error::InvalidArgument`].
+    pub async fn array<T: ArrayElement>(&self, name: &str, len: u64) -> Result<ArrayProxy<T>> {
+        let open = pb::Open {
+            array_type: T::WIRE as i32,
+            ..Self::sized(Kind::Array, len)
+        };
+        Ok(ArrayProxy::new(self.open_with(name, open).await?))
+    }
+
+    /// Both ends of the pipe called `name`, created if absent.
+    pub async fn pipe<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<(PipeProxy<T>, PipeProxy<T>)> {
+        let handle = self.open(name, Kind::Pipe, None).await?;
+        Ok((PipeProxy::new(handle.clone(), 0), PipeProxy::new(handle, 1)))
+    }
+
+    /// How busy the object called `name` is: its kind, the calls waiting on
+    /// it, and kind-specific figures (length, value, parties, …), as JSON.
+    pub async fn describe(&self, name: &str) -> Result<serde_json::Value> {
+        Handle::new(self.conn.clone(), name).describe().await
+    }
+
     /// Deletes the object called `name`; [`Error::NotFound`] if there is none.
     pub async fn delete(&self, name: &str) -> Result<()> {
         self.conn
-            .execute(name, Op::Delete(pb::Delete {}), Deadline::Default)
+            .execute(name, "", Op::Delete(pb::Delete {}), Deadline::Default)
             .await?;
         Ok(())
     }
@@ -250,7 +379,12 @@ impl Manager {
     pub async fn list_objects(&self) -> Result<Vec<ObjectInfo>> {
         let r = self
             .conn
-            .execute("", Op::ListObjects(pb::ListObjects {}), Deadline::Default)
+            .execute(
+                "",
+                "",
+                Op::ListObjects(pb::ListObjects {}),
+                Deadline::Default,
+            )
             .await?;
         match r.kind {
             Some(R::Objects(list)) => Ok(list
@@ -270,6 +404,6 @@ impl Manager {
     /// Applies one raw wire operation to `name`: the escape hatch used by the
     /// CLI for JSON values, and by clients that want the wire result.
     pub async fn execute(&self, name: &str, op: Op) -> Result<pb::OpResult> {
-        self.conn.execute(name, op, Deadline::Default).await
+        self.conn.execute(name, "", op, Deadline::Default).await
     }
 }

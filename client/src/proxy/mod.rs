@@ -1,14 +1,30 @@
 //! Typed proxies: one per object kind, each a name plus the shared
 //! connection. A proxy is cheap to clone and to send to another task.
 
+mod array;
+mod barrier;
+mod condition;
 mod dict;
+mod event;
 mod list;
 mod lock;
+mod namespace;
+mod pipe;
+mod queue;
+mod semaphore;
 mod value;
 
+pub use array::{ArrayElement, ArrayProxy};
+pub use barrier::BarrierProxy;
+pub use condition::ConditionProxy;
 pub use dict::DictProxy;
+pub use event::EventProxy;
 pub use list::ListProxy;
-pub use lock::LockProxy;
+pub use lock::{LockProxy, RLockProxy};
+pub use namespace::NamespaceProxy;
+pub use pipe::PipeProxy;
+pub use queue::QueueProxy;
+pub use semaphore::SemaphoreProxy;
 pub use value::ValueProxy;
 
 use std::sync::Arc;
@@ -30,11 +46,13 @@ pub struct Swap<T> {
     pub current: Option<T>,
 }
 
-/// What every proxy holds: the object's name and the connection.
+/// What every proxy holds: the object's name, the connection, and the task
+/// (within this client) that the proxy acts for.
 #[derive(Clone)]
 pub(crate) struct Handle {
     conn: Connection,
     name: Arc<str>,
+    task: Arc<str>,
 }
 
 impl Handle {
@@ -42,11 +60,37 @@ impl Handle {
         Handle {
             conn,
             name: name.into(),
+            task: "".into(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// The same object, acting for `task`.
+    pub fn with_task(&self, task: &str) -> Self {
+        Handle {
+            task: task.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The object's `Describe` map, as JSON.
+    pub async fn describe(&self) -> Result<serde_json::Value> {
+        let v: serde_json::Value = value(self.call(Op::Describe(pb::Describe {})).await?)?;
+        Ok(v)
+    }
+
+    /// One numeric field of the `Describe` map.
+    pub async fn describe_u64(&self, field: &str) -> Result<u64> {
+        self.describe().await?[field]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol(format!("describe: no number {field:?}")))
     }
 
     pub async fn call(&self, op: Op) -> Result<R> {
@@ -55,7 +99,7 @@ impl Handle {
 
     pub async fn call_with(&self, op: Op, deadline: Deadline) -> Result<R> {
         self.conn
-            .execute(&self.name, op, deadline)
+            .execute(&self.name, &self.task, op, deadline)
             .await?
             .kind
             .ok_or_else(|| Error::Protocol("result without a kind".into()))
@@ -142,6 +186,14 @@ pub(crate) fn swap<T: DeserializeOwned>(r: R) -> Result<Swap<T>> {
             current: s.current.and_then(|m| m.value).map(from_wire).transpose()?,
         }),
         other => Err(unexpected("a swap result", &other)),
+    }
+}
+
+/// A timeout as the wire wants it, and the matching call deadline.
+pub(crate) fn wait_for(timeout: Option<std::time::Duration>) -> (Option<f64>, Deadline) {
+    match timeout {
+        Some(t) => (Some(t.as_secs_f64()), Deadline::Wait(t)),
+        None => (None, Deadline::Never),
     }
 }
 

@@ -78,7 +78,7 @@ impl Server {
     /// Sends SIGTERM and waits for the exit; returns whether it was clean.
     pub fn terminate(mut self) -> bool {
         signal(self.child.id(), "TERM");
-        wait_within(&mut self.child, DEADLINE).map_or(false, |s| s.success())
+        wait_within(&mut self.child, DEADLINE).is_some_and(|s| s.success())
     }
 }
 
