@@ -4,6 +4,8 @@
 //! codes: 0 success, 1 an error (one line on stderr), 2 a usage error
 //! (including malformed JSON), 3 a timeout.
 
+mod waits;
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,6 +49,23 @@ enum Command {
     /// Shared locks.
     #[command(subcommand)]
     Lock(LockCmd),
+    /// Shared queues.
+    #[command(subcommand)]
+    Queue(waits::QueueCmd),
+    /// Shared events.
+    #[command(subcommand)]
+    Event(waits::EventCmd),
+    /// Shared semaphores.
+    #[command(subcommand)]
+    Semaphore(waits::SemaphoreCmd),
+    /// Shared barriers.
+    #[command(subcommand)]
+    Barrier(waits::BarrierCmd),
+    /// Shared conditions.
+    #[command(subcommand)]
+    Condition(waits::ConditionCmd),
+    /// Prints an object's kind, waiters and figures as JSON.
+    Describe { name: String },
 }
 
 #[derive(Subcommand)]
@@ -106,7 +125,7 @@ enum LockCmd {
     Acquire {
         name: String,
         #[command(flatten)]
-        wait: Wait,
+        wait: WaitLimit,
         /// Seconds to hold the lock before releasing it.
         #[arg(long, default_value_t = 0.0)]
         hold: f64,
@@ -116,16 +135,27 @@ enum LockCmd {
 }
 
 #[derive(Args)]
-struct Wait {
+pub(crate) struct WaitLimit {
     /// Seconds to wait at most (default: forever); running out exits 3.
     #[arg(long)]
     timeout: Option<f64>,
 }
 
+impl WaitLimit {
+    /// The validated timeout.
+    pub(crate) fn duration(&self) -> Result<Option<Duration>, Failure> {
+        self.timeout.map(|t| seconds("--timeout", t)).transpose()
+    }
+}
+
 /// Why the CLI failed, and so its exit code.
-enum Failure {
+pub(crate) enum Failure {
+    /// Exit 2.
     Usage(String),
+    /// Exit 1, or 3 for a timeout.
     Call(Error),
+    /// Exit 3: a wait ran out (Empty, Full, BrokenBarrier after --timeout).
+    TimedOut(Error),
 }
 
 impl From<Error> for Failure {
@@ -134,9 +164,9 @@ impl From<Error> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+pub(crate) type Outcome = Result<(), Failure>;
 
-fn json_arg(what: &str, text: &str) -> Result<pb::Value, Failure> {
+pub(crate) fn json_arg(what: &str, text: &str) -> Result<pb::Value, Failure> {
     let json: Json = serde_json::from_str(text).map_err(|e| {
         Failure::Usage(format!(
             "{what} must be JSON (strings in double quotes, e.g. '\"text\"'): {text:?}: {e}"
@@ -145,7 +175,7 @@ fn json_arg(what: &str, text: &str) -> Result<pb::Value, Failure> {
     procshare::value::json_to_wire(json).map_err(|e| Failure::Usage(format!("{what}: {e}")))
 }
 
-fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
+pub(crate) fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(secs).map_err(|_| {
         Failure::Usage(format!(
             "{what} must be a number of seconds >= 0, got {secs}"
@@ -153,23 +183,23 @@ fn seconds(what: &str, secs: f64) -> Result<Duration, Failure> {
     })
 }
 
-fn show(v: pb::Value) -> Result<String, Failure> {
+pub(crate) fn show(v: pb::Value) -> Result<String, Failure> {
     Ok(procshare::value::wire_to_json(v)?.to_string())
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not worth a panic.
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
-fn unexpected(got: R) -> Failure {
+pub(crate) fn unexpected(got: R) -> Failure {
     Failure::Call(Error::Protocol(format!("unexpected result {got:?}")))
 }
 
 /// Opens `name` as `kind` (get-or-create), then applies `op`.
-async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R, Failure> {
+pub(crate) async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R, Failure> {
     let open = Op::Open(pb::Open {
         kind: kind.wire() as i32,
         ..Default::default()
@@ -181,7 +211,7 @@ async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R, Failure> {
         .ok_or_else(|| Failure::Call(Error::Protocol("result without a kind".into())))
 }
 
-fn print_value(r: R) -> Outcome {
+pub(crate) fn print_value(r: R) -> Outcome {
     match r {
         R::Value(v) => say(&show(v)?),
         R::Count(n) => say(&n.to_string()),
@@ -303,7 +333,7 @@ async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
     match cmd {
         LockCmd::Acquire { name, wait, hold } => {
             let hold = seconds("--hold", hold)?;
-            let timeout = wait.timeout.map(|t| seconds("--timeout", t)).transpose()?;
+            let timeout = wait.duration()?;
             let stop = interrupted();
             let lock = m.lock(&name).await?;
             let token = match timeout {
@@ -329,7 +359,7 @@ async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
 /// Installs SIGTERM/SIGINT handlers now, before anything is printed that a
 /// script might answer with a signal, and returns a future that completes on
 /// the first one.
-fn interrupted() -> impl std::future::Future<Output = ()> {
+pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -370,6 +400,12 @@ async fn run(cli: Cli) -> Outcome {
         Command::List(c) => list(&m, c).await?,
         Command::Value(c) => value(&m, c).await?,
         Command::Lock(c) => lock(&m, c).await?,
+        Command::Queue(c) => waits::queue(&m, c).await?,
+        Command::Event(c) => waits::event(&m, c).await?,
+        Command::Semaphore(c) => waits::semaphore(&m, c).await?,
+        Command::Barrier(c) => waits::barrier(&m, c).await?,
+        Command::Condition(c) => waits::condition(&m, c).await?,
+        Command::Describe { name } => say(&m.describe(&name).await?.to_string()),
     }
     Ok(())
 }
@@ -396,5 +432,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(if e.is_timeout() { 3 } else { 1 })
         }
+        Err(Failure::TimedOut(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }
