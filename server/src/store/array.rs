@@ -7,6 +7,7 @@ use procshare_proto::{op::Kind as Op, ArrayType, OpResult};
 
 use super::error::{Result, StoreError};
 use super::index::{position, slice};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 
@@ -146,7 +147,7 @@ impl Array {
         Ok(())
     }
 
-    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
         let out_of_range = |index: i64, len: usize| {
             StoreError::OutOfRange(format!(
                 "array {name:?}: index {index} out of range (length {len})"
@@ -163,6 +164,7 @@ impl Array {
                 let mut d = self.data.lock();
                 let i = position(o.index, d.len()).ok_or_else(|| out_of_range(o.index, d.len()))?;
                 let e = d.elem(name, &v)?;
+                rec.commit();
                 d.set(i, e);
                 Ok(reply::unit())
             }
@@ -194,6 +196,7 @@ impl Array {
                     .iter()
                     .map(|v| d.elem(name, v))
                     .collect::<Result<_>>()?;
+                rec.commit();
                 for (k, e) in elems.into_iter().enumerate() {
                     d.set(start + k, e);
                 }
@@ -218,11 +221,37 @@ impl Array {
                         type_name(d.array_type())
                     ))
                 })?;
+                rec.commit();
                 d.set(i, new);
                 Ok(reply::pair(&previous.val(), &new.val()))
             }
             other => Err(super::misrouted(name, &other)),
         }
+    }
+
+    /// The elements, and the seq `next_seq` gives while they are locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Vec<Val>, u64) {
+        let d = self.data.lock();
+        ((0..d.len()).map(|i| d.get(i).val()).collect(), next_seq())
+    }
+
+    /// An array restored from a snapshot; elements of the wrong type or
+    /// beyond `len` are refused.
+    pub fn restore(array_type: ArrayType, len: u64, values: Vec<Val>) -> Result<Self> {
+        let a = Array::new(array_type, len)?;
+        {
+            let mut d = a.data.lock();
+            if values.len() > d.len() {
+                return Err(StoreError::InvalidArgument(
+                    "snapshot array longer than its length".into(),
+                ));
+            }
+            for (i, v) in values.iter().enumerate() {
+                let e = d.elem("snapshot", v)?;
+                d.set(i, e);
+            }
+        }
+        Ok(a)
     }
 
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
@@ -240,8 +269,14 @@ mod tests {
     use crate::store::testing::*;
     use procshare_proto as pb;
 
+    impl Array {
+        fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none())
+        }
+    }
+
     fn set(a: &Array, i: i64, v: Val) -> Result<OpResult> {
-        a.apply(
+        a.ap(
             "a",
             Op::ArraySet(pb::ArraySet {
                 index: i,
@@ -252,7 +287,7 @@ mod tests {
 
     fn all(a: &Array) -> Vec<Val> {
         as_values(
-            a.apply(
+            a.ap(
                 "a",
                 Op::ArrayGetRange(pb::ArrayGetRange {
                     start: None,
@@ -290,7 +325,7 @@ mod tests {
     fn set_range_is_all_or_nothing() {
         let a = Array::new(ArrayType::I64, 4).unwrap();
         let set_range = |start, vals: Vec<Val>| {
-            a.apply(
+            a.ap(
                 "a",
                 Op::ArraySetRange(pb::ArraySetRange {
                     start,
@@ -317,7 +352,7 @@ mod tests {
     fn fetch_add_refuses_overflow() {
         let a = Array::new(ArrayType::U8, 1).unwrap();
         let add = |d: i64| {
-            a.apply(
+            a.ap(
                 "a",
                 Op::ArrayFetchAdd(pb::ArrayFetchAdd {
                     index: 0,

@@ -5,6 +5,7 @@ use parking_lot::Mutex;
 use procshare_proto::{op::Kind as Op, OpResult};
 
 use super::error::{Result, StoreError};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 
@@ -19,16 +20,21 @@ impl Cell {
         }
     }
 
-    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
         match op {
             Op::ValueGet(_) => Ok(reply::value(&self.value.lock())),
             Op::ValueSet(o) => {
-                *self.value.lock() = Val::required(o.value, "value")?;
+                let new = Val::required(o.value, "value")?;
+                let mut value = self.value.lock();
+                rec.commit();
+                *value = new;
                 Ok(reply::unit())
             }
             Op::ValueSwap(o) => {
                 let new = Val::required(o.value, "value")?;
-                let old = std::mem::replace(&mut *self.value.lock(), new);
+                let mut value = self.value.lock();
+                rec.commit();
+                let old = std::mem::replace(&mut *value, new);
                 Ok(reply::value(&old))
             }
             Op::ValueCompareAndSwap(o) => {
@@ -37,6 +43,7 @@ impl Cell {
                 let mut value = self.value.lock();
                 let swapped = *value == expected;
                 if swapped {
+                    rec.commit();
                     *value = new;
                 }
                 Ok(reply::swap(swapped, Some(&value)))
@@ -55,11 +62,18 @@ impl Cell {
                     }
                     other => other,
                 })?;
+                rec.commit();
                 *value = new.clone();
                 Ok(reply::pair(&previous, &new))
             }
             other => Err(super::misrouted(name, &other)),
         }
+    }
+
+    /// The value, and the seq `next_seq` gives while it is locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Val, u64) {
+        let value = self.value.lock();
+        (value.clone(), next_seq())
     }
 }
 
@@ -69,11 +83,17 @@ mod tests {
     use crate::store::testing::*;
     use procshare_proto as pb;
 
+    impl Cell {
+        fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none())
+        }
+    }
+
     #[test]
     fn fetch_add_on_a_fresh_value_starts_at_zero() {
         let c = Cell::new(Val::Null);
         let add = |d: i64| {
-            c.apply(
+            c.ap(
                 "v",
                 Op::ValueFetchAdd(pb::ValueFetchAdd {
                     delta: Some(Val::Int(d).to_wire()),
@@ -87,7 +107,7 @@ mod tests {
     #[test]
     fn fetch_add_on_a_string_is_refused_and_keeps_it() {
         let c = Cell::new(s("x"));
-        let r = c.apply(
+        let r = c.ap(
             "v",
             Op::ValueFetchAdd(pb::ValueFetchAdd {
                 delta: Some(Val::Int(1).to_wire()),
@@ -102,7 +122,7 @@ mod tests {
         let c = Cell::new(Val::Int(1));
         let cas = |e: i64, n: i64| {
             as_swap(
-                c.apply(
+                c.ap(
                     "v",
                     Op::ValueCompareAndSwap(pb::ValueCompareAndSwap {
                         expected: Some(Val::Int(e).to_wire()),
@@ -114,7 +134,7 @@ mod tests {
         };
         assert_eq!(cas(0, 5), (false, Some(Val::Int(1))));
         assert_eq!(cas(1, 5), (true, Some(Val::Int(5))));
-        let old = c.apply(
+        let old = c.ap(
             "v",
             Op::ValueSwap(pb::ValueSwap {
                 value: Some(Val::Int(7).to_wire()),

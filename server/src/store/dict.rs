@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use procshare_proto::{op::Kind as Op, OpResult};
 
 use super::error::{Result, StoreError};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 
@@ -20,7 +21,7 @@ pub struct Dict {
 impl Dict {
     /// Applies one dict operation. Arguments are validated before the map is
     /// touched, so a failed operation changes nothing.
-    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
         match op {
             Op::DictGet(o) => {
                 let key = Val::required(o.key, "key")?;
@@ -29,13 +30,18 @@ impl Dict {
             Op::DictSet(o) => {
                 let key = Val::required(o.key, "key")?;
                 let value = Val::required(o.value, "value")?;
-                Ok(reply::maybe(
-                    self.entries.lock().insert(key, value).as_ref(),
-                ))
+                let mut entries = self.entries.lock();
+                rec.commit();
+                Ok(reply::maybe(entries.insert(key, value).as_ref()))
             }
             Op::DictRemove(o) => {
                 let key = Val::required(o.key, "key")?;
-                Ok(reply::maybe(self.entries.lock().swap_remove(&key).as_ref()))
+                let mut entries = self.entries.lock();
+                let removed = entries.swap_remove(&key);
+                if removed.is_some() {
+                    rec.commit();
+                }
+                Ok(reply::maybe(removed.as_ref()))
             }
             Op::DictContains(o) => {
                 let key = Val::required(o.key, "key")?;
@@ -51,21 +57,31 @@ impl Dict {
                     .into_iter()
                     .map(Val::pair_from_wire)
                     .collect::<Result<_>>()?;
-                self.entries.lock().extend(new);
+                let mut entries = self.entries.lock();
+                rec.commit();
+                entries.extend(new);
                 Ok(reply::unit())
             }
             Op::DictClear(_) => {
-                self.entries.lock().clear();
+                let mut entries = self.entries.lock();
+                rec.commit();
+                entries.clear();
                 Ok(reply::unit())
             }
             Op::DictSetDefault(o) => {
                 let key = Val::required(o.key, "key")?;
                 let default = Val::required(o.default, "default")?;
                 let mut entries = self.entries.lock();
+                if !entries.contains_key(&key) {
+                    rec.commit();
+                }
                 Ok(reply::value(entries.entry(key).or_insert(default)))
             }
             Op::DictPopItem(_) => match self.entries.lock().pop() {
-                Some((k, v)) => Ok(reply::pair(&k, &v)),
+                Some((k, v)) => {
+                    rec.commit();
+                    Ok(reply::pair(&k, &v))
+                }
                 None => Err(StoreError::NotFound(format!(
                     "popitem(): dict {name:?} is empty"
                 ))),
@@ -79,6 +95,7 @@ impl Dict {
                 let new = Val::required(o.new, "new")?;
                 let mut entries = self.entries.lock();
                 if entries.get(&key) == expected.as_ref() {
+                    rec.commit();
                     entries.insert(key, new.clone());
                     Ok(reply::swap(true, Some(&new)))
                 } else {
@@ -99,6 +116,7 @@ impl Dict {
                     }
                     other => other,
                 })?;
+                rec.commit();
                 entries.insert(key, new.clone());
                 Ok(reply::pair(&previous, &new))
             }
@@ -109,6 +127,25 @@ impl Dict {
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         vec![("len", Val::Int(self.entries.lock().len() as i64))]
     }
+
+    /// The entries, and the seq `next_seq` gives while they are locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Vec<(Val, Val)>, u64) {
+        let entries = self.entries.lock();
+        let seq = next_seq();
+        (
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            seq,
+        )
+    }
+
+    pub fn restore(entries: Vec<(Val, Val)>) -> Self {
+        Dict {
+            entries: Mutex::new(entries.into_iter().collect()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,8 +154,14 @@ mod tests {
     use crate::store::testing::*;
     use procshare_proto as pb;
 
+    impl Dict {
+        fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none())
+        }
+    }
+
     fn set(d: &Dict, k: Val, v: Val) -> OpResult {
-        d.apply(
+        d.ap(
             "d",
             Op::DictSet(pb::DictSet {
                 key: Some(k.to_wire()),
@@ -134,7 +177,7 @@ mod tests {
         assert_eq!(as_maybe(set(&d, s("a"), Val::Int(1))), None);
         assert_eq!(as_maybe(set(&d, s("a"), Val::Int(2))), Some(Val::Int(1)));
         let got = d
-            .apply(
+            .ap(
                 "d",
                 Op::DictGet(pb::DictGet {
                     key: Some(s("a").to_wire()),
@@ -148,7 +191,7 @@ mod tests {
     fn a_missing_key_field_is_invalid_and_changes_nothing() {
         let d = Dict::default();
         let err = d
-            .apply(
+            .ap(
                 "d",
                 Op::DictSet(pb::DictSet {
                     key: None,
@@ -164,7 +207,7 @@ mod tests {
     fn compare_and_swap_only_swaps_on_match() {
         let d = Dict::default();
         let cas = |expected: Option<Val>, new: Val| {
-            d.apply(
+            d.ap(
                 "d",
                 Op::DictCompareAndSwap(pb::DictCompareAndSwap {
                     key: Some(s("k").to_wire()),
@@ -186,7 +229,7 @@ mod tests {
     fn fetch_add_counts_a_missing_key_as_zero_and_refuses_non_numbers() {
         let d = Dict::default();
         let add = |k: &str, delta: Val| {
-            d.apply(
+            d.ap(
                 "d",
                 Op::DictFetchAdd(pb::DictFetchAdd {
                     key: Some(s(k).to_wire()),
@@ -215,7 +258,7 @@ mod tests {
         let d = Dict::default();
         set(&d, s("a"), Val::Int(1));
         set(&d, s("b"), Val::Int(2));
-        let pop = || d.apply("d", Op::DictPopItem(pb::DictPopItem {}));
+        let pop = || d.ap("d", Op::DictPopItem(pb::DictPopItem {}));
         assert_eq!(as_pair(pop().unwrap()), (s("b"), Val::Int(2)));
         assert_eq!(as_pair(pop().unwrap()), (s("a"), Val::Int(1)));
         assert!(matches!(pop(), Err(StoreError::NotFound(_))));

@@ -9,6 +9,7 @@ use procshare_proto::{op::Kind as Op, OpResult};
 use tokio::sync::Notify;
 
 use super::error::Result;
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 use super::wait::{timeout_from_secs, until, Waiters};
@@ -27,10 +28,11 @@ struct State {
 }
 
 impl Event {
-    pub async fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub async fn apply(&self, name: &str, op: Op, rec: &Recorder<'_>) -> Result<OpResult> {
         match op {
             Op::EventSet(_) => {
                 let mut s = self.state.lock();
+                rec.commit();
                 s.flag = true;
                 s.generation += 1;
                 drop(s);
@@ -38,7 +40,9 @@ impl Event {
                 Ok(reply::unit())
             }
             Op::EventClear(_) => {
-                self.state.lock().flag = false;
+                let mut s = self.state.lock();
+                rec.commit();
+                s.flag = false;
                 Ok(reply::unit())
             }
             Op::EventIsSet(_) => Ok(reply::flag(self.state.lock().flag)),
@@ -56,6 +60,18 @@ impl Event {
         }
     }
 
+    /// The flag, and the seq `next_seq` gives while it is locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (bool, u64) {
+        let s = self.state.lock();
+        (s.flag, next_seq())
+    }
+
+    pub fn restore(flag: bool) -> Self {
+        let e = Event::default();
+        e.state.lock().flag = flag;
+        e
+    }
+
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("is_set", Val::Bool(self.state.lock().flag)),
@@ -69,6 +85,12 @@ mod tests {
     use super::*;
     use crate::store::testing::*;
     use procshare_proto as pb;
+
+    impl Event {
+        async fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none()).await
+        }
+    }
     use std::sync::Arc;
 
     fn wait(t: Option<f64>) -> Op {
@@ -78,10 +100,10 @@ mod tests {
     #[tokio::test]
     async fn wait_returns_false_on_timeout_and_true_once_set() {
         let e = Event::default();
-        assert!(!as_flag(e.apply("e", wait(Some(0.01))).await.unwrap()));
-        e.apply("e", Op::EventSet(pb::EventSet {})).await.unwrap();
-        assert!(as_flag(e.apply("e", wait(Some(0.01))).await.unwrap()));
-        assert!(as_flag(e.apply("e", wait(None)).await.unwrap()));
+        assert!(!as_flag(e.ap("e", wait(Some(0.01))).await.unwrap()));
+        e.ap("e", Op::EventSet(pb::EventSet {})).await.unwrap();
+        assert!(as_flag(e.ap("e", wait(Some(0.01))).await.unwrap()));
+        assert!(as_flag(e.ap("e", wait(None)).await.unwrap()));
     }
 
     #[tokio::test]
@@ -89,20 +111,16 @@ mod tests {
         let e = Arc::new(Event::default());
         let waiter = tokio::spawn({
             let e = e.clone();
-            async move { as_flag(e.apply("e", wait(Some(10.0))).await.unwrap()) }
+            async move { as_flag(e.ap("e", wait(Some(10.0))).await.unwrap()) }
         });
         while e.waiters.count() == 0 {
             tokio::task::yield_now().await;
         }
-        e.apply("e", Op::EventSet(pb::EventSet {})).await.unwrap();
-        e.apply("e", Op::EventClear(pb::EventClear {}))
-            .await
-            .unwrap();
+        e.ap("e", Op::EventSet(pb::EventSet {})).await.unwrap();
+        e.ap("e", Op::EventClear(pb::EventClear {})).await.unwrap();
         assert!(waiter.await.unwrap());
         assert!(!as_flag(
-            e.apply("e", Op::EventIsSet(pb::EventIsSet {}))
-                .await
-                .unwrap()
+            e.ap("e", Op::EventIsSet(pb::EventIsSet {})).await.unwrap()
         ));
     }
 }

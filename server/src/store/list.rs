@@ -6,6 +6,7 @@ use procshare_proto::{op::Kind as Op, OpResult};
 
 use super::error::{Result, StoreError};
 use super::index::{clamp, position, slice};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 
@@ -21,11 +22,13 @@ fn out_of_range(name: &str, index: i64, len: usize) -> StoreError {
 }
 
 impl List {
-    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
         match op {
             Op::ListPush(o) => {
                 let v = Val::required(o.value, "value")?;
-                self.items.lock().push(v);
+                let mut items = self.items.lock();
+                rec.commit();
+                items.push(v);
                 Ok(reply::unit())
             }
             Op::ListExtend(o) => {
@@ -34,7 +37,9 @@ impl List {
                     .into_iter()
                     .map(Val::from_wire)
                     .collect::<Result<_>>()?;
-                self.items.lock().extend(vs);
+                let mut items = self.items.lock();
+                rec.commit();
+                items.extend(vs);
                 Ok(reply::unit())
             }
             Op::ListGet(o) => {
@@ -48,6 +53,7 @@ impl List {
                 let mut items = self.items.lock();
                 let len = items.len();
                 let i = position(o.index, len).ok_or_else(|| out_of_range(name, o.index, len))?;
+                rec.commit();
                 items[i] = v;
                 Ok(reply::unit())
             }
@@ -55,6 +61,7 @@ impl List {
                 let v = Val::required(o.value, "value")?;
                 let mut items = self.items.lock();
                 let at = clamp(o.index, items.len());
+                rec.commit();
                 items.insert(at, v);
                 Ok(reply::unit())
             }
@@ -68,6 +75,7 @@ impl List {
                 }
                 let index = o.index.unwrap_or(-1);
                 let i = position(index, len).ok_or_else(|| out_of_range(name, index, len))?;
+                rec.commit();
                 Ok(reply::value(&items.remove(i)))
             }
             Op::ListRemove(o) => {
@@ -76,6 +84,7 @@ impl List {
                 let i = items.iter().position(|x| *x == v).ok_or_else(|| {
                     StoreError::NotFound(format!("list {name:?}: value not in list"))
                 })?;
+                rec.commit();
                 items.remove(i);
                 Ok(reply::unit())
             }
@@ -100,11 +109,15 @@ impl List {
                 Ok(reply::values(&items[range]))
             }
             Op::ListClear(_) => {
-                self.items.lock().clear();
+                let mut items = self.items.lock();
+                rec.commit();
+                items.clear();
                 Ok(reply::unit())
             }
             Op::ListReverse(_) => {
-                self.items.lock().reverse();
+                let mut items = self.items.lock();
+                rec.commit();
+                items.reverse();
                 Ok(reply::unit())
             }
             Op::ListSnapshot(_) => Ok(reply::values(self.items.lock().iter())),
@@ -115,6 +128,18 @@ impl List {
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         vec![("len", Val::Int(self.items.lock().len() as i64))]
     }
+
+    /// The items, and the seq `next_seq` gives while they are locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Vec<Val>, u64) {
+        let items = self.items.lock();
+        (items.clone(), next_seq())
+    }
+
+    pub fn restore(items: Vec<Val>) -> Self {
+        List {
+            items: Mutex::new(items),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +147,12 @@ mod tests {
     use super::*;
     use crate::store::testing::*;
     use procshare_proto as pb;
+
+    impl List {
+        fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none())
+        }
+    }
 
     fn list_of(n: i64) -> List {
         let l = List::default();
@@ -132,7 +163,7 @@ mod tests {
     #[test]
     fn negative_indexes_count_from_the_end() {
         let l = list_of(3);
-        let get = |i| l.apply("l", Op::ListGet(pb::ListGet { index: i }));
+        let get = |i| l.ap("l", Op::ListGet(pb::ListGet { index: i }));
         assert_eq!(as_value(get(-1).unwrap()), Val::Int(2));
         assert_eq!(as_value(get(0).unwrap()), Val::Int(0));
         assert!(matches!(get(3), Err(StoreError::OutOfRange(_))));
@@ -144,7 +175,7 @@ mod tests {
         let l = list_of(5);
         let range = |start, stop| {
             as_values(
-                l.apply("l", Op::ListRange(pb::ListRange { start, stop }))
+                l.ap("l", Op::ListRange(pb::ListRange { start, stop }))
                     .unwrap(),
             )
         };
@@ -157,7 +188,7 @@ mod tests {
     #[test]
     fn insert_clamps_and_pop_takes_an_index() {
         let l = list_of(2);
-        l.apply(
+        l.ap(
             "l",
             Op::ListInsert(pb::ListInsert {
                 index: 100,
@@ -165,7 +196,7 @@ mod tests {
             }),
         )
         .unwrap();
-        l.apply(
+        l.ap(
             "l",
             Op::ListInsert(pb::ListInsert {
                 index: -100,
@@ -178,12 +209,10 @@ mod tests {
             vec![Val::Int(7), Val::Int(0), Val::Int(1), Val::Int(9)]
         );
         let popped = l
-            .apply("l", Op::ListPop(pb::ListPop { index: Some(1) }))
+            .ap("l", Op::ListPop(pb::ListPop { index: Some(1) }))
             .unwrap();
         assert_eq!(as_value(popped), Val::Int(0));
-        let popped = l
-            .apply("l", Op::ListPop(pb::ListPop { index: None }))
-            .unwrap();
+        let popped = l.ap("l", Op::ListPop(pb::ListPop { index: None })).unwrap();
         assert_eq!(as_value(popped), Val::Int(9));
     }
 
@@ -191,12 +220,12 @@ mod tests {
     fn pop_from_empty_and_remove_of_absent_fail_without_change() {
         let l = List::default();
         assert!(matches!(
-            l.apply("l", Op::ListPop(pb::ListPop { index: None })),
+            l.ap("l", Op::ListPop(pb::ListPop { index: None })),
             Err(StoreError::OutOfRange(_))
         ));
         let l = list_of(2);
         let err = l
-            .apply(
+            .ap(
                 "l",
                 Op::ListRemove(pb::ListRemove {
                     value: Some(Val::Int(5).to_wire()),
@@ -211,21 +240,21 @@ mod tests {
     fn count_index_and_reverse() {
         let l = List::default();
         *l.items.lock() = vec![Val::Int(1), Val::Int(2), Val::Int(1)];
-        let count = l.apply(
+        let count = l.ap(
             "l",
             Op::ListCount(pb::ListCount {
                 value: Some(Val::Int(1).to_wire()),
             }),
         );
         assert_eq!(as_count(count.unwrap()), 2);
-        let index = l.apply(
+        let index = l.ap(
             "l",
             Op::ListIndex(pb::ListIndex {
                 value: Some(Val::Int(2).to_wire()),
             }),
         );
         assert_eq!(as_count(index.unwrap()), 1);
-        l.apply("l", Op::ListReverse(pb::ListReverse {})).unwrap();
+        l.ap("l", Op::ListReverse(pb::ListReverse {})).unwrap();
         assert_eq!(*l.items.lock(), vec![Val::Int(1), Val::Int(2), Val::Int(1)]);
     }
 }

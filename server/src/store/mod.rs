@@ -17,12 +17,15 @@ mod dict;
 pub mod error;
 mod event;
 mod index;
+pub mod journal;
 mod list;
 mod lock;
 mod namespace;
+pub mod persist;
 mod pipe;
 mod queue;
 mod reply;
+mod restore;
 mod semaphore;
 pub mod val;
 mod wait;
@@ -97,7 +100,9 @@ enum Family {
 impl Family {
     fn of(op: &Op) -> Family {
         match op {
-            Op::Open(_) | Op::Delete(_) | Op::ListObjects(_) => Family::Manager,
+            Op::Open(_) | Op::Delete(_) | Op::ListObjects(_) | Op::Snapshot(_) | Op::Stats(_) => {
+                Family::Manager
+            }
             Op::Describe(_) => Family::Any,
             Op::DictGet(_)
             | Op::DictSet(_)
@@ -256,22 +261,28 @@ impl Object {
         })
     }
 
-    async fn apply(&self, name: &str, caller: &Caller, op: Op) -> Result<OpResult> {
+    async fn apply(
+        &self,
+        name: &str,
+        caller: &Caller,
+        op: Op,
+        rec: &journal::Recorder<'_>,
+    ) -> Result<OpResult> {
         if let Op::Describe(_) = op {
             return Ok(self.describe());
         }
         match self {
-            Object::Dict(d) => d.apply(name, op),
-            Object::List(l) => l.apply(name, op),
-            Object::Value(c) => c.apply(name, op),
+            Object::Dict(d) => d.apply(name, op, rec),
+            Object::List(l) => l.apply(name, op, rec),
+            Object::Value(c) => c.apply(name, op, rec),
             Object::Lock(l) => l.apply(name, caller, op).await,
-            Object::Semaphore(s) => s.apply(name, caller, op).await,
+            Object::Semaphore(s) => s.apply(name, caller, op, rec).await,
             Object::Condition(c) => c.apply(name, caller, op).await,
-            Object::Event(e) => e.apply(name, op).await,
+            Object::Event(e) => e.apply(name, op, rec).await,
             Object::Barrier(b) => b.apply(name, op).await,
-            Object::Queue(q) => q.apply(name, op).await,
-            Object::Namespace(n) => n.apply(name, op),
-            Object::Array(a) => a.apply(name, op),
+            Object::Queue(q) => q.apply(name, op, rec).await,
+            Object::Namespace(n) => n.apply(name, op, rec),
+            Object::Array(a) => a.apply(name, op, rec),
             Object::Pipe(p) => p.apply(name, op).await,
         }
     }
@@ -337,10 +348,26 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// An object and how it was created (what a snapshot needs to make it again).
+struct Stored {
+    open: pb::Open,
+    object: Object,
+}
+
+impl std::ops::Deref for Stored {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.object
+    }
+}
+
 /// Every shared object, by name.
 #[derive(Default)]
 pub struct Store {
-    objects: DashMap<String, Arc<Object>>,
+    objects: DashMap<String, Arc<Stored>>,
+    /// The data dir's log and snapshots; `None` for the in-memory store.
+    durable: Option<Arc<persist::Durability>>,
 }
 
 impl Store {
@@ -349,19 +376,56 @@ impl Store {
     }
 
     /// Applies one operation on behalf of `caller`. This is the only way in:
-    /// unary calls, batches and streams all come through here.
+    /// unary calls, batches and streams all come through here. With a data
+    /// dir, an operation that changed durable state is in the log (written,
+    /// or fsynced under `--fsync always`) before this returns.
     pub async fn apply(&self, caller: &Caller, op: pb::Op) -> Result<OpResult> {
+        let Some(durable) = &self.durable else {
+            return self
+                .apply_with(caller, op, &journal::Recorder::none())
+                .await;
+        };
+        let Some(kind) = &op.kind else {
+            return Err(StoreError::missing_field("op.kind"));
+        };
+        match kind {
+            Op::Snapshot(_) => return durable.snapshot(self).await,
+            Op::Stats(_) => return Ok(self.stats()),
+            _ => {}
+        }
+        let rec = journal::Recorder::for_op(durable.as_ref(), caller, &op.name, kind);
+        let result = self.apply_with(caller, op, &rec).await?;
+        if let Some(seq) = rec.committed() {
+            durable.wait_logged(seq).await?;
+        }
+        Ok(result)
+    }
+
+    /// The one dispatch path, for live traffic (`rec` logs) and for replay
+    /// (`rec` logs nothing).
+    async fn apply_with(
+        &self,
+        caller: &Caller,
+        op: pb::Op,
+        rec: &journal::Recorder<'_>,
+    ) -> Result<OpResult> {
         let pb::Op { name, kind } = op;
         let op = kind.ok_or_else(|| StoreError::missing_field("op.kind"))?;
-        if let Op::ListObjects(_) = op {
-            return Ok(self.list_objects());
+        match op {
+            Op::ListObjects(_) => return Ok(self.list_objects()),
+            Op::Stats(_) => return Ok(self.stats()),
+            Op::Snapshot(_) => return Err(StoreError::InvalidArgument(
+                "snapshot: this server keeps its state in memory only (start it with --data-dir)"
+                    .into(),
+            )),
+            _ => {}
         }
         validate_name(&name)?;
         let family = Family::of(&op);
         if family == Family::Manager {
             return match op {
-                Op::Open(o) => self.open(name, o),
-                Op::Delete(_) => self.delete(&name),
+                Op::Open(o) => self.open(name, o, rec),
+                Op::Delete(_) => self.delete(&name, rec),
                 other => Err(misrouted(&name, &other)),
             };
         }
@@ -373,11 +437,30 @@ impl Store {
                 actual: kind_name(object.kind()),
             });
         }
-        object.apply(&name, caller, op).await
+        object.apply(&name, caller, op, rec).await
+    }
+
+    /// Server figures: objects, and the data dir's if there is one.
+    fn stats(&self) -> OpResult {
+        let mut fields = vec![
+            (
+                Val::Str("objects".into()),
+                Val::Int(self.objects.len() as i64),
+            ),
+            (
+                Val::Str("version".into()),
+                Val::Str(env!("CARGO_PKG_VERSION").into()),
+            ),
+        ];
+        match &self.durable {
+            Some(d) => fields.extend(d.stats()),
+            None => fields.push((Val::Str("data_dir".into()), Val::Null)),
+        }
+        reply::value(&Val::Map(fields))
     }
 
     /// The object called `name`.
-    fn get(&self, name: &str) -> Result<Arc<Object>> {
+    fn get(&self, name: &str) -> Result<Arc<Stored>> {
         self.objects
             .get(name)
             .map(|o| o.value().clone())
@@ -386,7 +469,7 @@ impl Store {
             })
     }
 
-    fn open(&self, name: String, open: pb::Open) -> Result<OpResult> {
+    fn open(&self, name: String, open: pb::Open, rec: &journal::Recorder) -> Result<OpResult> {
         let kind = Kind::try_from(open.kind)
             .map_err(|_| StoreError::InvalidArgument(format!("unknown kind {}", open.kind)))?;
         // A condition bound to a named lock: get or create that lock first,
@@ -405,14 +488,22 @@ impl Store {
         match self.objects.entry(name) {
             Entry::Occupied(e) => {
                 check_kind(e.key(), e.get(), kind)?;
-                if let Object::Array(a) = &**e.get() {
+                if let Object::Array(a) = &e.get().object {
                     a.check_shape(e.key(), array_type(open.array_type)?, open.size)?;
                 }
             }
             Entry::Vacant(e) => {
+                let params = pb::Open {
+                    initial: None,
+                    ..open.clone()
+                };
                 let object = Object::new(kind, open, lock)?;
+                rec.commit();
                 tracing::debug!(name = %e.key(), kind = kind_name(kind), "created");
-                e.insert(Arc::new(object));
+                e.insert(Arc::new(Stored {
+                    open: params,
+                    object,
+                }));
             }
         }
         Ok(reply::unit())
@@ -424,10 +515,18 @@ impl Store {
         let object = self
             .objects
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Object::Lock(Arc::new(lock::Lock::new(true)))))
+            .or_insert_with(|| {
+                Arc::new(Stored {
+                    open: pb::Open {
+                        kind: Kind::Rlock as i32,
+                        ..Default::default()
+                    },
+                    object: Object::Lock(Arc::new(lock::Lock::new(true))),
+                })
+            })
             .value()
             .clone();
-        match &*object {
+        match &object.object {
             Object::Lock(l) => Ok(l.clone()),
             other => Err(StoreError::WrongKind {
                 name: name.to_owned(),
@@ -437,8 +536,13 @@ impl Store {
         }
     }
 
-    fn delete(&self, name: &str) -> Result<OpResult> {
-        match self.objects.remove(name) {
+    fn delete(&self, name: &str, rec: &journal::Recorder) -> Result<OpResult> {
+        // Commit while the shard is locked, so the record is ordered with
+        // the object's other records.
+        match self.objects.remove_if(name, |_, _| {
+            rec.commit();
+            true
+        }) {
             Some(_) => Ok(reply::unit()),
             None => Err(StoreError::NotFound(format!("no object named {name:?}"))),
         }

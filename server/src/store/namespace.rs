@@ -6,6 +6,7 @@ use parking_lot::Mutex;
 use procshare_proto::{op::Kind as Op, OpResult};
 
 use super::error::{Result, StoreError};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 
@@ -25,18 +26,25 @@ fn attr_name(attr: String) -> Result<String> {
 }
 
 impl Namespace {
-    pub fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
         match op {
             Op::NamespaceGet(o) => Ok(reply::maybe(self.attrs.lock().get(&o.attr))),
             Op::NamespaceSet(o) => {
                 let attr = attr_name(o.attr)?;
                 let value = Val::required(o.value, "value")?;
-                self.attrs.lock().insert(attr, value);
+                let mut attrs = self.attrs.lock();
+                rec.commit();
+                attrs.insert(attr, value);
                 Ok(reply::unit())
             }
-            Op::NamespaceDelete(o) => Ok(reply::maybe(
-                self.attrs.lock().shift_remove(&o.attr).as_ref(),
-            )),
+            Op::NamespaceDelete(o) => {
+                let mut attrs = self.attrs.lock();
+                let removed = attrs.shift_remove(&o.attr);
+                if removed.is_some() {
+                    rec.commit();
+                }
+                Ok(reply::maybe(removed.as_ref()))
+            }
             Op::NamespaceLoad(_) => {
                 let attrs = self.attrs.lock();
                 let keys: Vec<Val> = attrs.keys().map(|k| Val::Str(k.clone())).collect();
@@ -56,6 +64,7 @@ impl Namespace {
                     }
                 }
                 let mut attrs = self.attrs.lock();
+                rec.commit();
                 if o.replace {
                     attrs.clear();
                 }
@@ -69,6 +78,28 @@ impl Namespace {
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         vec![("len", Val::Int(self.attrs.lock().len() as i64))]
     }
+
+    /// The attributes, and the seq `next_seq` gives while they are locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Vec<(Val, Val)>, u64) {
+        let attrs = self.attrs.lock();
+        let saved = attrs
+            .iter()
+            .map(|(k, v)| (Val::Str(k.clone()), v.clone()))
+            .collect();
+        (saved, next_seq())
+    }
+
+    /// A namespace restored from a snapshot; non-string names are skipped.
+    pub fn restore(attrs: Vec<(Val, Val)>) -> Self {
+        let ns = Namespace::default();
+        ns.attrs
+            .lock()
+            .extend(attrs.into_iter().filter_map(|(k, v)| match k {
+                Val::Str(k) => Some((k, v)),
+                _ => None,
+            }));
+        ns
+    }
 }
 
 #[cfg(test)]
@@ -77,11 +108,17 @@ mod tests {
     use crate::store::testing::*;
     use procshare_proto as pb;
 
+    impl Namespace {
+        fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none())
+        }
+    }
+
     #[test]
     fn set_get_delete_and_store() {
         let ns = Namespace::default();
         let set = |a: &str, v: Val| {
-            ns.apply(
+            ns.ap(
                 "n",
                 Op::NamespaceSet(pb::NamespaceSet {
                     attr: a.into(),
@@ -96,14 +133,14 @@ mod tests {
         ));
         let get = |a: &str| {
             as_maybe(
-                ns.apply("n", Op::NamespaceGet(pb::NamespaceGet { attr: a.into() }))
+                ns.ap("n", Op::NamespaceGet(pb::NamespaceGet { attr: a.into() }))
                     .unwrap(),
             )
         };
         assert_eq!(get("x"), Some(Val::Int(1)));
         assert_eq!(get("y"), None);
         let store = |entries: Vec<(Val, Val)>, replace| {
-            ns.apply(
+            ns.ap(
                 "n",
                 Op::NamespaceStore(pb::NamespaceStore {
                     attrs: Some(pb::ValueMap {
@@ -127,7 +164,7 @@ mod tests {
         assert_eq!(get("x"), None, "replaced");
         assert_eq!(get("y"), Some(Val::Int(2)));
         let removed = ns
-            .apply(
+            .ap(
                 "n",
                 Op::NamespaceDelete(pb::NamespaceDelete { attr: "y".into() }),
             )

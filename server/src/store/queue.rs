@@ -13,6 +13,7 @@ use procshare_proto::{op::Kind as Op, OpResult};
 use tokio::sync::Notify;
 
 use super::error::{Result, StoreError};
+use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 use super::wait::{timeout_from_secs, until, Waiters};
@@ -60,32 +61,37 @@ impl Queue {
         }
     }
 
-    fn try_put(&self, value: &mut Option<Val>) -> Option<()> {
+    fn try_put(&self, value: &mut Option<Val>, rec: &Recorder) -> Option<()> {
         let mut s = self.state.lock();
         if self.maxsize != 0 && s.items.len() >= self.maxsize {
             return None;
         }
-        s.items.push_back(value.take()?);
+        let value = value.take()?;
+        rec.commit();
+        s.items.push_back(value);
         s.unfinished += 1;
         Some(())
     }
 
-    fn try_get(&self) -> Option<Val> {
-        self.state.lock().items.pop_front()
+    fn try_get(&self, rec: &Recorder) -> Option<Val> {
+        let mut s = self.state.lock();
+        let item = s.items.pop_front()?;
+        rec.commit();
+        Some(item)
     }
 
-    pub async fn apply(&self, name: &str, op: Op) -> Result<OpResult> {
+    pub async fn apply(&self, name: &str, op: Op, rec: &Recorder<'_>) -> Result<OpResult> {
         match op {
             Op::QueuePut(o) => {
                 let timeout = timeout_from_secs(o.timeout_secs)?;
                 let mut value = Some(Val::required(o.value, "value")?);
                 let put = if o.blocking {
                     until(&self.not_full, &self.waiters, timeout, || {
-                        self.try_put(&mut value)
+                        self.try_put(&mut value, rec)
                     })
                     .await
                 } else {
-                    self.try_put(&mut value)
+                    self.try_put(&mut value, rec)
                 };
                 put.ok_or_else(|| {
                     StoreError::Full(format!(
@@ -100,9 +106,12 @@ impl Queue {
             Op::QueueGet(o) => {
                 let timeout = timeout_from_secs(o.timeout_secs)?;
                 let got = if o.blocking {
-                    until(&self.not_empty, &self.waiters, timeout, || self.try_get()).await
+                    until(&self.not_empty, &self.waiters, timeout, || {
+                        self.try_get(rec)
+                    })
+                    .await
                 } else {
-                    self.try_get()
+                    self.try_get(rec)
                 };
                 let item = got.ok_or_else(|| {
                     StoreError::Empty(format!("{} {name:?} is empty", self.kind_name()))
@@ -118,6 +127,7 @@ impl Queue {
                         "task_done() called too many times on {name:?}"
                     )));
                 }
+                rec.commit();
                 s.unfinished -= 1;
                 if s.unfinished == 0 {
                     drop(s);
@@ -137,6 +147,23 @@ impl Queue {
             }
             other => Err(super::misrouted(name, &other)),
         }
+    }
+
+    /// The items and unfinished count, and the seq `next_seq` gives while
+    /// they are locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (Vec<Val>, u64, u64) {
+        let s = self.state.lock();
+        (s.items.iter().cloned().collect(), s.unfinished, next_seq())
+    }
+
+    pub fn restore(maxsize: u64, joinable: bool, items: Vec<Val>, unfinished: u64) -> Self {
+        let q = Queue::new(maxsize, joinable);
+        {
+            let mut s = q.state.lock();
+            s.items = items.into();
+            s.unfinished = unfinished;
+        }
+        q
     }
 
     fn require_joinable(&self, name: &str) -> Result<()> {
@@ -167,6 +194,12 @@ mod tests {
     use super::*;
     use crate::store::testing::*;
     use procshare_proto as pb;
+
+    impl Queue {
+        async fn ap(&self, name: &str, op: Op) -> Result<OpResult> {
+            self.apply(name, op, &Recorder::none()).await
+        }
+    }
     use std::sync::Arc;
 
     fn put(v: i64, blocking: bool, timeout: Option<f64>) -> Op {
@@ -187,30 +220,30 @@ mod tests {
     #[tokio::test]
     async fn fifo_full_and_empty() {
         let q = Queue::new(2, false);
-        q.apply("q", put(1, true, None)).await.unwrap();
-        q.apply("q", put(2, true, None)).await.unwrap();
+        q.ap("q", put(1, true, None)).await.unwrap();
+        q.ap("q", put(2, true, None)).await.unwrap();
         assert!(matches!(
-            q.apply("q", put(3, false, None)).await,
+            q.ap("q", put(3, false, None)).await,
             Err(StoreError::Full(_))
         ));
         assert!(matches!(
-            q.apply("q", put(3, true, Some(0.01))).await,
+            q.ap("q", put(3, true, Some(0.01))).await,
             Err(StoreError::Full(_))
         ));
         assert_eq!(
-            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            as_value(q.ap("q", get(true, None)).await.unwrap()),
             Val::Int(1)
         );
         assert_eq!(
-            as_value(q.apply("q", get(false, None)).await.unwrap()),
+            as_value(q.ap("q", get(false, None)).await.unwrap()),
             Val::Int(2)
         );
         assert!(matches!(
-            q.apply("q", get(false, None)).await,
+            q.ap("q", get(false, None)).await,
             Err(StoreError::Empty(_))
         ));
         assert!(matches!(
-            q.apply("q", get(true, Some(0.01))).await,
+            q.ap("q", get(true, Some(0.01))).await,
             Err(StoreError::Empty(_))
         ));
     }
@@ -220,16 +253,16 @@ mod tests {
         let q = Arc::new(Queue::new(0, false));
         let gone = tokio::spawn({
             let q = q.clone();
-            async move { q.apply("q", get(true, None)).await }
+            async move { q.ap("q", get(true, None)).await }
         });
         while q.waiters.count() == 0 {
             tokio::task::yield_now().await;
         }
         gone.abort();
         let _ = gone.await;
-        q.apply("q", put(7, true, None)).await.unwrap();
+        q.ap("q", put(7, true, None)).await.unwrap();
         assert_eq!(
-            as_value(q.apply("q", get(false, None)).await.unwrap()),
+            as_value(q.ap("q", get(false, None)).await.unwrap()),
             Val::Int(7)
         );
     }
@@ -237,21 +270,21 @@ mod tests {
     #[tokio::test]
     async fn a_blocked_put_goes_in_when_room_appears() {
         let q = Arc::new(Queue::new(1, false));
-        q.apply("q", put(1, true, None)).await.unwrap();
+        q.ap("q", put(1, true, None)).await.unwrap();
         let putter = tokio::spawn({
             let q = q.clone();
-            async move { q.apply("q", put(2, true, Some(10.0))).await }
+            async move { q.ap("q", put(2, true, Some(10.0))).await }
         });
         while q.waiters.count() == 0 {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            as_value(q.ap("q", get(true, None)).await.unwrap()),
             Val::Int(1)
         );
         putter.await.unwrap().unwrap();
         assert_eq!(
-            as_value(q.apply("q", get(true, None)).await.unwrap()),
+            as_value(q.ap("q", get(true, None)).await.unwrap()),
             Val::Int(2)
         );
     }
@@ -262,21 +295,21 @@ mod tests {
         let done = || Op::QueueTaskDone(pb::QueueTaskDone {});
         let join = |t| Op::QueueJoin(pb::QueueJoin { timeout_secs: t });
         assert!(matches!(
-            q.apply("q", done()).await,
+            q.ap("q", done()).await,
             Err(StoreError::InvalidArgument(_))
         ));
-        q.apply("q", join(Some(0.01))).await.unwrap();
-        q.apply("q", put(1, true, None)).await.unwrap();
-        q.apply("q", get(true, None)).await.unwrap();
+        q.ap("q", join(Some(0.01))).await.unwrap();
+        q.ap("q", put(1, true, None)).await.unwrap();
+        q.ap("q", get(true, None)).await.unwrap();
         assert!(matches!(
-            q.apply("q", join(Some(0.01))).await,
+            q.ap("q", join(Some(0.01))).await,
             Err(StoreError::Timeout(_))
         ));
-        q.apply("q", done()).await.unwrap();
-        q.apply("q", join(None)).await.unwrap();
+        q.ap("q", done()).await.unwrap();
+        q.ap("q", join(None)).await.unwrap();
         let plain = Queue::new(0, false);
         assert!(matches!(
-            plain.apply("q", done()).await,
+            plain.ap("q", done()).await,
             Err(StoreError::WrongKind { .. })
         ));
     }

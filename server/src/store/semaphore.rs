@@ -11,6 +11,7 @@ use procshare_proto::{op::Kind as Op, OpResult};
 use tokio::sync::Notify;
 
 use super::error::{Result, StoreError};
+use super::journal::Recorder;
 use super::val::Val;
 use super::wait::{timeout_from_secs, until, Waiters};
 use super::{reply, Caller};
@@ -45,25 +46,32 @@ impl Semaphore {
         self.bound.is_some()
     }
 
-    fn try_take(&self, caller: &Caller) -> Option<()> {
+    fn try_take(&self, caller: &Caller, rec: &Recorder) -> Option<()> {
         let mut s = self.state.lock();
         if s.value == 0 {
             return None;
         }
+        rec.commit();
         s.value -= 1;
         *s.held.entry(caller.client_id.clone()).or_default() += 1;
         Some(())
     }
 
-    pub async fn apply(&self, name: &str, caller: &Caller, op: Op) -> Result<OpResult> {
+    pub async fn apply(
+        &self,
+        name: &str,
+        caller: &Caller,
+        op: Op,
+        rec: &Recorder<'_>,
+    ) -> Result<OpResult> {
         match op {
             Op::SemaphoreAcquire(o) => {
                 let timeout = timeout_from_secs(o.timeout_secs)?;
                 if !o.blocking {
-                    return Ok(reply::acquired(self.try_take(caller).is_some(), 0));
+                    return Ok(reply::acquired(self.try_take(caller, rec).is_some(), 0));
                 }
                 until(&self.released, &self.waiters, timeout, || {
-                    self.try_take(caller)
+                    self.try_take(caller, rec)
                 })
                 .await
                 .ok_or_else(|| {
@@ -72,7 +80,7 @@ impl Semaphore {
                 Ok(reply::acquired(true, 0))
             }
             Op::SemaphoreRelease(o) => {
-                self.release(name, caller, o.n.max(1))?;
+                self.release(name, caller, o.n.max(1), rec)?;
                 Ok(reply::unit())
             }
             Op::SemaphoreValue(_) => Ok(reply::count(self.state.lock().value as usize)),
@@ -80,7 +88,7 @@ impl Semaphore {
         }
     }
 
-    fn release(&self, name: &str, caller: &Caller, n: u64) -> Result<()> {
+    fn release(&self, name: &str, caller: &Caller, n: u64, rec: &Recorder) -> Result<()> {
         let mut s = self.state.lock();
         let value = s.value.checked_add(n).ok_or_else(|| {
             StoreError::InvalidArgument(format!("semaphore {name:?}: release overflows"))
@@ -92,6 +100,7 @@ impl Semaphore {
                 )));
             }
         }
+        rec.commit();
         s.value = value;
         if let Some(held) = s.held.get_mut(&caller.client_id) {
             *held = held.saturating_sub(n);
@@ -121,6 +130,34 @@ impl Semaphore {
             ("waiters", Val::Int(self.waiters.count() as i64)),
         ]
     }
+
+    /// The value once every holder has given its permits back (as a
+    /// restart does), and the seq `next_seq` gives while it is locked.
+    pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (u64, u64) {
+        let s = self.state.lock();
+        (self.value_without_holders(&s), next_seq())
+    }
+
+    fn value_without_holders(&self, s: &State) -> u64 {
+        let value = s.value.saturating_add(s.held.values().sum());
+        self.bound.map_or(value, |b| value.min(b))
+    }
+
+    /// A semaphore restored from a snapshot: `bound` is its start value.
+    pub fn restore(value: u64, bound: u64, bounded: bool) -> Self {
+        let s = Semaphore::new(bound, bounded);
+        s.state.lock().value = value;
+        s
+    }
+
+    /// Gives back every permit any holder has (after a restart).
+    pub fn release_all_holders(&self) {
+        let mut s = self.state.lock();
+        s.value = self.value_without_holders(&s);
+        s.held.clear();
+        drop(s);
+        self.released.notify_waiters();
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +165,12 @@ mod tests {
     use super::*;
     use crate::store::testing::*;
     use procshare_proto as pb;
+
+    impl Semaphore {
+        async fn ap(&self, name: &str, caller: &Caller, op: Op) -> Result<OpResult> {
+            self.apply(name, caller, op, &Recorder::none()).await
+        }
+    }
 
     fn acquire(blocking: bool, timeout: Option<f64>) -> Op {
         Op::SemaphoreAcquire(pb::SemaphoreAcquire {
@@ -145,16 +188,16 @@ mod tests {
         let s = Semaphore::new(2, false);
         let a = Caller::new("a", "");
         for _ in 0..2 {
-            s.apply("s", &a, acquire(true, None)).await.unwrap();
+            s.ap("s", &a, acquire(true, None)).await.unwrap();
         }
-        let r = s.apply("s", &a, acquire(false, None)).await.unwrap();
+        let r = s.ap("s", &a, acquire(false, None)).await.unwrap();
         assert_eq!(as_acquired(r), (false, 0));
-        let r = s.apply("s", &a, acquire(true, Some(0.01))).await;
+        let r = s.ap("s", &a, acquire(true, Some(0.01))).await;
         assert!(matches!(r, Err(StoreError::Timeout(_))));
-        s.apply("s", &a, release()).await.unwrap();
+        s.ap("s", &a, release()).await.unwrap();
         assert_eq!(
             as_count(
-                s.apply("s", &a, Op::SemaphoreValue(pb::SemaphoreValue {}))
+                s.ap("s", &a, Op::SemaphoreValue(pb::SemaphoreValue {}))
                     .await
                     .unwrap()
             ),
@@ -166,14 +209,14 @@ mod tests {
     async fn a_plain_semaphore_may_grow_a_bounded_one_may_not() {
         let a = Caller::new("a", "");
         let plain = Semaphore::new(1, false);
-        plain.apply("s", &a, release()).await.unwrap();
+        plain.ap("s", &a, release()).await.unwrap();
         assert_eq!(plain.state.lock().value, 2);
 
         let bounded = Semaphore::new(1, true);
-        let r = bounded.apply("s", &a, release()).await;
+        let r = bounded.ap("s", &a, release()).await;
         assert!(matches!(r, Err(StoreError::InvalidArgument(_))));
         assert_eq!(bounded.state.lock().value, 1, "unchanged");
-        bounded.apply("s", &a, acquire(true, None)).await.unwrap();
-        bounded.apply("s", &a, release()).await.unwrap();
+        bounded.ap("s", &a, acquire(true, None)).await.unwrap();
+        bounded.ap("s", &a, release()).await.unwrap();
     }
 }

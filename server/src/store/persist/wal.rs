@@ -1,0 +1,326 @@
+//! The write-ahead log: segment files of checksummed records, written by one
+//! thread.
+//!
+//! A record is framed as `len: u32 LE | crc32(payload): u32 LE | payload`,
+//! where the payload is a `LogRecord`. A segment is named by the seq of its
+//! first record (`00000000000000000042.wal`). Appending only copies the
+//! record into a buffer (it is called with an object locked); the writer
+//! thread writes the buffer out, fsyncs as the policy says, and publishes
+//! how far the log is safe, which is what replies wait for.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use procshare_proto as pb;
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use super::{FsyncPolicy, PersistError};
+
+const FRAME_HEADER: usize = 8;
+/// A record larger than this is corruption, not data.
+pub const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// How far the log is safe (per the fsync policy), or why it stopped.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub logged: u64,
+    pub failed: Option<Arc<str>>,
+}
+
+struct Pending {
+    bytes: Vec<u8>,
+    /// The seq of the last record in `bytes`.
+    last: u64,
+    rotate: Option<oneshot::Sender<std::io::Result<u64>>>,
+    shutdown: bool,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    next_seq: AtomicU64,
+    progress: watch::Sender<Progress>,
+    /// Bytes in the log files now.
+    size: AtomicU64,
+}
+
+pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.wal"))
+}
+
+/// Segments in `dir`, oldest first, by their first seq.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            out.push((seq, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The records of one segment, up to the first torn or corrupt one.
+pub struct SegmentRead {
+    pub records: Vec<pb::LogRecord>,
+    /// Where the good records end.
+    pub good_len: u64,
+    /// Whether anything after `good_len` was dropped, and why.
+    pub damage: Option<String>,
+}
+
+pub fn read_segment(path: &Path) -> std::io::Result<SegmentRead> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    let damage = loop {
+        if at == bytes.len() {
+            break None;
+        }
+        if bytes.len() - at < FRAME_HEADER {
+            break Some(format!("a torn record header at byte {at}"));
+        }
+        let len =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        if len > MAX_RECORD || bytes.len() - at - FRAME_HEADER < len {
+            break Some(format!("a torn record of {len} bytes at byte {at}"));
+        }
+        let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            break Some(format!("a checksum mismatch at byte {at}"));
+        }
+        match pb::LogRecord::decode(payload) {
+            Ok(r) => records.push(r),
+            Err(e) => break Some(format!("an undecodable record at byte {at}: {e}")),
+        }
+        at += FRAME_HEADER + len;
+    };
+    Ok(SegmentRead {
+        records,
+        good_len: at as u64,
+        damage: damage.map(|d| format!("{d} ({} bytes dropped)", bytes.len() - at)),
+    })
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Wal {
+    /// Starts a log whose next record gets `next_seq`, in a new segment, with
+    /// its writer thread.
+    pub fn start(
+        dir: &Path,
+        next_seq: u64,
+        policy: FsyncPolicy,
+        size: u64,
+    ) -> Result<Arc<Wal>, PersistError> {
+        let path = segment_path(dir, next_seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| PersistError::io(&path, e))?;
+        fsync_dir(dir).map_err(|e| PersistError::io(dir, e))?;
+        let wal = Arc::new(Wal {
+            dir: dir.to_owned(),
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                last: next_seq.saturating_sub(1),
+                rotate: None,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            next_seq: AtomicU64::new(next_seq),
+            progress: watch::channel(Progress {
+                logged: next_seq.saturating_sub(1),
+                failed: None,
+            })
+            .0,
+            size: AtomicU64::new(size),
+        });
+        let writer = wal.clone();
+        std::thread::Builder::new()
+            .name("procshare-wal".into())
+            .spawn(move || writer.write_loop(file, policy))
+            .map_err(|e| PersistError::io(dir, e))?;
+        Ok(wal)
+    }
+
+    /// Appends a record; see [`crate::store::journal::Sink::append`].
+    pub fn append(&self, body: &[u8]) -> u64 {
+        let mut p = self.pending.lock();
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        // A LogRecord is its seq field followed by the rest: protobuf
+        // fields may come in any order.
+        let mut payload = Vec::with_capacity(body.len() + 11);
+        pb::LogRecord {
+            seq,
+            ..Default::default()
+        }
+        .encode(&mut payload)
+        .unwrap_or_default();
+        payload.extend_from_slice(body);
+        frame(&payload, &mut p.bytes);
+        p.last = seq;
+        drop(p);
+        self.wake.notify_one();
+        seq
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::SeqCst)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Waits until record `seq` is safe per the policy.
+    pub async fn wait_logged(&self, seq: u64) -> Result<(), Arc<str>> {
+        let mut rx = self.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.logged >= seq || p.failed.is_some())
+            .await
+            .map_err(|_| Arc::<str>::from("the log writer stopped"))?;
+        match &p.failed {
+            Some(e) if p.logged < seq => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the current segment (everything appended so far goes to it) and
+    /// starts a new one; returns the first seq of the new segment.
+    pub async fn rotate(&self) -> Result<u64, PersistError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().rotate = Some(tx);
+        self.wake.notify_one();
+        match rx.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(PersistError::io(&self.dir, e)),
+            Err(_) => Err(PersistError::Stopped),
+        }
+    }
+
+    /// Deletes the segments that start before `seq` (a snapshot covers them).
+    pub fn drop_before(&self, seq: u64) -> Result<(), PersistError> {
+        let segs = segments(&self.dir).map_err(|e| PersistError::io(&self.dir, e))?;
+        for (first, path) in segs {
+            if first < seq {
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(&path).map_err(|e| PersistError::io(&path, e))?;
+                self.size.fetch_sub(len.min(self.size()), Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out what is pending, fsyncs, and stops the writer.
+    pub fn shutdown(&self) {
+        self.pending.lock().shutdown = true;
+        self.wake.notify_one();
+    }
+
+    fn fail(&self, what: String) {
+        tracing::error!("write-ahead log: {what}");
+        self.progress.send_modify(|p| p.failed = Some(what.into()));
+    }
+
+    fn write_loop(&self, mut file: File, policy: FsyncPolicy) {
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        loop {
+            let (bytes, last, rotate, shutdown) = {
+                let mut p = self.pending.lock();
+                while p.bytes.is_empty() && p.rotate.is_none() && !p.shutdown {
+                    let tick = match policy {
+                        FsyncPolicy::EverySecond if unsynced => Duration::from_millis(200),
+                        _ => Duration::from_secs(3600),
+                    };
+                    if self.wake.wait_for(&mut p, tick).timed_out() && unsynced {
+                        break;
+                    }
+                }
+                (
+                    std::mem::take(&mut p.bytes),
+                    p.last,
+                    p.rotate.take(),
+                    p.shutdown,
+                )
+            };
+            if !bytes.is_empty() {
+                if let Err(e) = file.write_all(&bytes) {
+                    self.fail(format!("cannot write: {e}"));
+                    return;
+                }
+                self.size.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                unsynced = true;
+            }
+            let sync_now = match policy {
+                FsyncPolicy::Always => unsynced,
+                FsyncPolicy::EverySecond => {
+                    unsynced
+                        && (last_sync.elapsed() >= Duration::from_secs(1)
+                            || rotate.is_some()
+                            || shutdown)
+                }
+                FsyncPolicy::Never => unsynced && (rotate.is_some() || shutdown),
+            };
+            if sync_now {
+                if let Err(e) = file.sync_data() {
+                    self.fail(format!("cannot fsync: {e}"));
+                    return;
+                }
+                last_sync = Instant::now();
+                unsynced = false;
+            }
+            if !bytes.is_empty() {
+                self.progress.send_modify(|p| p.logged = p.logged.max(last));
+            }
+            if let Some(done) = rotate {
+                let first = last + 1;
+                let path = segment_path(&self.dir, first);
+                let opened = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| fsync_dir(&self.dir).map(|()| f));
+                match opened {
+                    Ok(f) => {
+                        file = f;
+                        let _ = done.send(Ok(first));
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        self.fail(format!("cannot start segment {}: {e}", path.display()));
+                        return;
+                    }
+                }
+            }
+            if shutdown {
+                return;
+            }
+        }
+    }
+}
