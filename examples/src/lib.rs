@@ -11,7 +11,8 @@
 //!   stand-in for `multiprocessing.Process`), tells them where the server is
 //!   through `PROCSHARE_URL`, and joins them.
 //! - [`unique_name`] names shared objects so that a re-run against a
-//!   long-lived server starts from fresh state.
+//!   long-lived server starts from fresh state, and [`Objects`] hands out
+//!   such names for one run and deletes the objects when it ends.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -211,6 +212,68 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}.{}-{nanos:x}", std::process::id())
 }
 
+/// The shared objects of one run: fresh names under one [`unique_name`]
+/// prefix, deleted together when the run is over, however it ends.
+///
+/// [`Objects::name`] hands out `<prefix>.<pid>-<time>.<what>` and remembers
+/// it; [`Objects::delete_all`] deletes them all and reports a failure, and
+/// dropping an `Objects` without it (an early `?`) deletes them quietly, so
+/// a failed run leaves a long-lived server as clean as a good one.
+///
+/// Declare it before the [`Workers`]: values drop in reverse order, so the
+/// workers are killed before their objects disappear under them.
+pub struct Objects {
+    m: procshare::blocking::Manager,
+    base: String,
+    names: Vec<String>,
+}
+
+impl Objects {
+    /// Objects named under a fresh `unique_name(prefix)`.
+    pub fn new(m: &procshare::blocking::Manager, prefix: &str) -> Objects {
+        Objects {
+            m: m.clone(),
+            base: unique_name(prefix),
+            names: Vec::new(),
+        }
+    }
+
+    /// The prefix of every name: `<prefix>.<pid>-<time>`. A worker that
+    /// knows it can name the run's objects itself: `format!("{prefix}.{what}")`.
+    pub fn prefix(&self) -> &str {
+        &self.base
+    }
+
+    /// The name for the object `what` of this run, to be deleted at the end.
+    pub fn name(&mut self, what: &str) -> String {
+        let name = format!("{}.{what}", self.base);
+        self.names.push(name.clone());
+        name
+    }
+
+    /// Deletes every object named so far; an error names the first that
+    /// could not be deleted (the others are still tried).
+    pub fn delete_all(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for name in std::mem::take(&mut self.names) {
+            if let Err(e) = self.m.delete(&name) {
+                first_error.get_or_insert(anyhow!(e).context(format!("cannot delete {name}")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        for name in &self.names {
+            // Best effort: an object never created is NotFound, and a server
+            // that has gone away takes its objects with it.
+            let _ = self.m.delete(name);
+        }
+    }
+}
+
 /// Worker processes: copies of the current executable, started with the
 /// arguments the example chooses and `PROCSHARE_URL` pointing at the server.
 ///
@@ -309,6 +372,49 @@ mod tests {
     fn unique_names_differ() {
         assert_ne!(unique_name("c"), unique_name("c"));
         assert!(unique_name("c").starts_with("c."));
+    }
+
+    #[test]
+    fn objects_are_deleted_at_the_end() {
+        let server = EmbeddedServer::start().unwrap();
+        let m =
+            procshare::blocking::Manager::connect(&format!("http://{}", server.addr())).unwrap();
+        let names = |m: &procshare::blocking::Manager| {
+            m.list_objects()
+                .unwrap()
+                .into_iter()
+                .map(|o| o.name)
+                .collect::<Vec<_>>()
+        };
+
+        let mut objects = Objects::new(&m, "t");
+        let (a, b) = (objects.name("a"), objects.name("b"));
+        assert_eq!(a, format!("{}.a", objects.prefix()));
+        assert!(objects.prefix().starts_with("t."));
+        m.value::<i64>(&a, &0).unwrap();
+        m.event(&b).unwrap();
+        assert_eq!(names(&m).len(), 2);
+        objects.delete_all().unwrap();
+        assert!(names(&m).is_empty());
+
+        // Dropped without delete_all (an early return): deleted all the same,
+        // including a name whose object was never created.
+        let mut objects = Objects::new(&m, "t");
+        m.dict::<String, i64>(&objects.name("c")).unwrap();
+        objects.name("never created");
+        drop(objects);
+        assert!(names(&m).is_empty());
+
+        // delete_all reports what it could not delete.
+        let mut objects = Objects::new(&m, "t");
+        objects.name("missing");
+        let err = format!("{:#}", objects.delete_all().unwrap_err());
+        assert!(
+            err.contains("cannot delete t.") && err.contains("not found"),
+            "{err}"
+        );
+        drop(m);
+        drop(server);
     }
 
     // The workers here are this test executable, re-run with libtest's own
