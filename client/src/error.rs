@@ -119,6 +119,10 @@ impl From<Status> for Error {
             Code::Unauthenticated => Error::Unauthenticated(message),
             Code::PermissionDenied => Error::PermissionDenied(message),
             Code::Unavailable | Code::Cancelled => Error::Unavailable(message),
+            // tonic reports a connection lost mid-call as UNKNOWN.
+            Code::Unknown if message.contains("transport") || message.contains("connection") => {
+                Error::Unavailable(message)
+            }
             Code::Unimplemented => Error::Unimplemented(message),
             _ => Error::Internal(format!("{:?}: {message}", status.code())),
         }
