@@ -103,6 +103,11 @@ impl Condition {
         }
     }
 
+    /// The lock this condition uses.
+    pub fn lock(&self) -> &Arc<Lock> {
+        &self.lock
+    }
+
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         let waiting = self.queue.lock().iter().filter(|t| !t.is_closed()).count();
         let mut d = vec![

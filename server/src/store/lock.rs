@@ -163,6 +163,29 @@ impl Lock {
         self.state.lock().depth = depth.max(1);
     }
 
+    /// Whether `client_id` (any of its tasks) holds the lock.
+    pub fn held_by(&self, client_id: &str) -> bool {
+        self.state
+            .lock()
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.client_id == client_id)
+    }
+
+    /// Frees the lock if `client_id` (any of its tasks) holds it: its
+    /// session ended. Returns whether it did.
+    pub fn release_client(&self, client_id: &str) -> bool {
+        let mut s = self.state.lock();
+        if s.owner.as_ref().is_some_and(|o| o.client_id == client_id) {
+            s.owner = None;
+            s.depth = 0;
+            drop(s);
+            self.released.notify_one();
+            return true;
+        }
+        false
+    }
+
     pub fn describe(&self) -> Vec<(&'static str, Val)> {
         let s = self.state.lock();
         vec![

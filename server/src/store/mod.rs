@@ -561,6 +561,57 @@ impl Store {
         reply::objects(objects)
     }
 
+    /// Gives back everything `client_id` holds, because its session ended:
+    /// locks and RLocks (any task of it) and semaphore permits. Returns what
+    /// was released, `(object name, what)`, for the log.
+    pub fn release_client(&self, client_id: &str) -> Vec<(String, String)> {
+        let mut released = Vec::new();
+        for e in self.objects.iter() {
+            let what = match &e.value().object {
+                Object::Lock(l) => l
+                    .release_client(client_id)
+                    .then(|| l.kind_name().to_owned()),
+                Object::Condition(c) => c
+                    .lock()
+                    .release_client(client_id)
+                    .then(|| "condition lock".to_owned()),
+                Object::Semaphore(s) => match s.release_client(client_id) {
+                    0 => None,
+                    n => Some(format!("{n} semaphore permit(s)")),
+                },
+                _ => None,
+            };
+            if let Some(what) = what {
+                released.push((e.key().clone(), what));
+            }
+        }
+        released
+    }
+
+    /// What `client_id` holds right now: `(object name, what)`.
+    pub fn held_by(&self, client_id: &str) -> Vec<(String, String)> {
+        let mut held = Vec::new();
+        for e in self.objects.iter() {
+            let what = match &e.value().object {
+                Object::Lock(l) => l.held_by(client_id).then(|| l.kind_name().to_owned()),
+                Object::Condition(c) => c
+                    .lock()
+                    .held_by(client_id)
+                    .then(|| "condition lock".to_owned()),
+                Object::Semaphore(s) => match s.held_by(client_id) {
+                    0 => None,
+                    n => Some(format!("{n} semaphore permit(s)")),
+                },
+                _ => None,
+            };
+            if let Some(what) = what {
+                held.push((e.key().clone(), what));
+            }
+        }
+        held.sort();
+        held
+    }
+
     /// How many objects exist.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -741,6 +792,80 @@ mod tests {
         };
         assert!(store.apply(&caller(), missing).await.is_err());
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_gives_back_what_it_held() {
+        let store = Store::new();
+        let a = Caller::new("a", "t1");
+        let b = Caller::new("b", "");
+        store.apply(&a, op("l", open(Kind::Lock))).await.unwrap();
+        store.apply(&a, op("r", open(Kind::Rlock))).await.unwrap();
+        let sem = Op::Open(pb::Open {
+            kind: Kind::BoundedSemaphore as i32,
+            size: 2,
+            ..Default::default()
+        });
+        store.apply(&a, op("s", sem)).await.unwrap();
+        let acquire = || {
+            Op::LockAcquire(pb::LockAcquire {
+                blocking: true,
+                timeout_secs: None,
+            })
+        };
+        store.apply(&a, op("l", acquire())).await.unwrap();
+        store.apply(&a, op("r", acquire())).await.unwrap();
+        store.apply(&a, op("r", acquire())).await.unwrap();
+        let take = || {
+            Op::SemaphoreAcquire(pb::SemaphoreAcquire {
+                blocking: true,
+                timeout_secs: None,
+            })
+        };
+        store.apply(&a, op("s", take())).await.unwrap();
+        store.apply(&b, op("s", take())).await.unwrap();
+        assert_eq!(store.held_by("a").len(), 3);
+
+        let released = store.release_client("a");
+        assert_eq!(released.len(), 3, "{released:?}");
+        assert!(store.held_by("a").is_empty());
+        // b's permit stays taken; a's came back.
+        let value = store
+            .apply(&b, op("s", Op::SemaphoreValue(pb::SemaphoreValue {})))
+            .await
+            .unwrap();
+        assert_eq!(testing::as_count(value), 1);
+        let got = store
+            .apply(
+                &b,
+                op(
+                    "l",
+                    Op::LockAcquire(pb::LockAcquire {
+                        blocking: false,
+                        timeout_secs: None,
+                    }),
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(testing::as_acquired(got).0);
+        let got = store
+            .apply(
+                &b,
+                op(
+                    "r",
+                    Op::LockAcquire(pb::LockAcquire {
+                        blocking: false,
+                        timeout_secs: None,
+                    }),
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(
+            testing::as_acquired(got).0,
+            "the rlock is free whatever its depth was"
+        );
     }
 
     #[tokio::test]

@@ -150,6 +150,25 @@ impl Semaphore {
         s
     }
 
+    /// How many permits `client_id` holds.
+    pub fn held_by(&self, client_id: &str) -> u64 {
+        self.state.lock().held.get(client_id).copied().unwrap_or(0)
+    }
+
+    /// Gives back the permits `client_id` holds: its session ended. Returns
+    /// how many.
+    pub fn release_client(&self, client_id: &str) -> u64 {
+        let mut s = self.state.lock();
+        let Some(held) = s.held.remove(client_id) else {
+            return 0;
+        };
+        let value = s.value.saturating_add(held);
+        s.value = self.bound.map_or(value, |b| value.min(b));
+        drop(s);
+        self.released.notify_waiters();
+        held
+    }
+
     /// Gives back every permit any holder has (after a restart).
     pub fn release_all_holders(&self) {
         let mut s = self.state.lock();
