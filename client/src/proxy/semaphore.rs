@@ -73,7 +73,14 @@ impl SemaphoreProxy {
     }
 
     /// Gives `n` permits back at once.
+    /// [`Error::InvalidArgument`] for `n == 0`, as Python refuses `n < 1`.
     pub async fn release_n(&self, n: u64) -> Result<()> {
+        if n == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "semaphore {:?}: release_n(0) releases nothing; n must be at least 1",
+                self.name()
+            )));
+        }
         let op = Op::SemaphoreRelease(pb::SemaphoreRelease { n });
         super::unit(self.handle.call(op).await?)
     }

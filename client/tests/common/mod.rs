@@ -172,3 +172,218 @@ pub fn cli_fails(url: &str, args: &[&str], code: i32) -> String {
     );
     stderr
 }
+
+// ---------------------------------------------------------------------------
+// Background CLI processes and "who is blocked" polling, for the semantics
+// tests (sem_*.rs, cli_waits.rs). Nothing here sleeps: a test learns that a
+// process is blocked on the server by asking the server (`describe`).
+// ---------------------------------------------------------------------------
+
+/// Starts `procshare --url URL ARGS` without waiting for it; stdout and
+/// stderr are piped.
+pub fn spawn_cli_child(url: &str, args: &[&str]) -> Child {
+    Command::new(cli_bin())
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn procshare")
+}
+
+/// Waits (at most [`DEADLINE`]) for a background process to exit and
+/// collects what it printed; kills it and panics if it does not exit.
+pub fn finish_child(child: Child) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out.expect("collect the output of a child process"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("process {pid} did not exit within {DEADLINE:?}");
+        }
+    }
+}
+
+/// A process's stdout, without the final newline.
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+/// A process's stderr.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Several background CLI processes whose exits arrive, in the order they
+/// happen, on one channel: "the next process to finish", "has any finished
+/// yet", without polling or sleeping.
+pub struct CliGroup {
+    url: String,
+    pids: Vec<u32>,
+    tx: mpsc::Sender<(usize, Output)>,
+    rx: mpsc::Receiver<(usize, Output)>,
+}
+
+impl CliGroup {
+    pub fn new(url: &str) -> CliGroup {
+        let (tx, rx) = mpsc::channel();
+        CliGroup {
+            url: url.to_owned(),
+            pids: Vec::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Starts one `procshare ARGS`; returns its index in the group.
+    pub fn spawn(&mut self, args: &[&str]) -> usize {
+        let child = spawn_cli_child(&self.url, args);
+        let i = self.pids.len();
+        self.pids.push(child.id());
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(out) = child.wait_with_output() {
+                let _ = tx.send((i, out));
+            }
+        });
+        i
+    }
+
+    /// Starts `n` copies of `procshare ARGS`.
+    pub fn spawn_n(&mut self, n: usize, args: &[&str]) {
+        for _ in 0..n {
+            self.spawn(args);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// The pid of process `i`.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.pids[i]
+    }
+
+    /// The next process to exit (index and output), waiting at most
+    /// [`DEADLINE`].
+    pub fn next_exit(&self) -> (usize, Output) {
+        self.rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no process of the group exited within {DEADLINE:?}"))
+    }
+
+    /// The next `n` processes to exit.
+    pub fn exits(&self, n: usize) -> Vec<(usize, Output)> {
+        (0..n).map(|_| self.next_exit()).collect()
+    }
+
+    /// A process that has exited and was not reported yet, if any: `None`
+    /// means every other process is still running right now.
+    pub fn exited_now(&self) -> Option<(usize, Output)> {
+        self.rx.try_recv().ok()
+    }
+}
+
+fn waiting_field(d: &serde_json::Value, field: &str) -> Option<u64> {
+    d[field].as_u64()
+}
+
+/// Waits (at most [`DEADLINE`]) until `describe(name)[field] == n`: a loop
+/// of RPCs, no sleep. Returns the last description.
+pub async fn wait_for_field(
+    m: &procshare::Manager,
+    name: &str,
+    field: &str,
+    n: u64,
+) -> serde_json::Value {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        // The object may not exist yet (a process about to create it).
+        let d = m
+            .describe(name)
+            .await
+            .unwrap_or_else(|e| serde_json::Value::String(e.to_string()));
+        if waiting_field(&d, field) == Some(n) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{name}: never saw {field} == {n}; last: {d}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits (at most [`DEADLINE`]) until exactly `n` calls are blocked on the
+/// object `name`, as the server's `describe` reports them.
+pub async fn wait_for_waiters(m: &procshare::Manager, name: &str, n: u64) -> serde_json::Value {
+    wait_for_field(m, name, "waiters", n).await
+}
+
+/// [`wait_for_field`] through the blocking facade.
+pub fn wait_for_field_blocking(
+    m: &procshare::blocking::Manager,
+    name: &str,
+    field: &str,
+    n: u64,
+) -> serde_json::Value {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let d = m
+            .describe(name)
+            .unwrap_or_else(|e| serde_json::Value::String(e.to_string()));
+        if waiting_field(&d, field) == Some(n) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{name}: never saw {field} == {n}; last: {d}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// [`wait_for_waiters`] through the blocking facade.
+pub fn wait_for_waiters_blocking(
+    m: &procshare::blocking::Manager,
+    name: &str,
+    n: u64,
+) -> serde_json::Value {
+    wait_for_field_blocking(m, name, "waiters", n)
+}
+
+/// [`wait_for_field`] through `procshare describe` (one process per look).
+pub fn wait_for_field_cli(url: &str, name: &str, field: &str, n: u64) -> serde_json::Value {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let out = cli(url, &["describe", name]);
+        let d: serde_json::Value = if out.status.success() {
+            serde_json::from_slice(&out.stdout).expect("describe prints JSON")
+        } else {
+            serde_json::Value::String(String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        if waiting_field(&d, field) == Some(n) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{name}: never saw {field} == {n}; last: {d}"
+        );
+    }
+}
+
+/// [`wait_for_waiters`] through `procshare describe`.
+pub fn wait_for_waiters_cli(url: &str, name: &str, n: u64) -> serde_json::Value {
+    wait_for_field_cli(url, name, "waiters", n)
+}

@@ -32,12 +32,17 @@ pub struct Condition {
 struct Ticket<'a> {
     condition: &'a Condition,
     woken: oneshot::Receiver<()>,
+    /// A notify reached this waiter.
+    notified: bool,
+    /// The waiter answered (it has the lock back): nothing to hand on.
     done: bool,
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if !self.done && self.woken.try_recv().is_ok() {
+        // Dropped before answering, e.g. while getting the lock back after
+        // a notify: that notify belongs to another waiter.
+        if !self.done && (self.notified || self.woken.try_recv().is_ok()) {
             self.condition.wake(1);
         }
     }
@@ -79,6 +84,7 @@ impl Condition {
                 let mut ticket = Ticket {
                     condition: self,
                     woken: rx,
+                    notified: false,
                     done: false,
                 };
                 let depth = self.lock.release_all(name, caller)?;
@@ -90,8 +96,9 @@ impl Condition {
                         Err(_) => ticket.woken.try_recv().is_ok(),
                     },
                 };
-                ticket.done = true;
+                ticket.notified = notified;
                 self.lock.restore(caller, depth).await;
+                ticket.done = true;
                 Ok(reply::flag(notified))
             }
             Op::ConditionNotify(o) => {

@@ -117,7 +117,7 @@ pub async fn queue(m: &Manager, cmd: QueueCmd) -> Outcome {
         } => {
             let item = procshare::value::wire_to_json(json_arg("VALUE", &value)?)?;
             let timeout = wait.duration()?;
-            let q = m.queue::<Json>(&name, maxsize).await?;
+            let q = open_queue(m, &name, maxsize).await?;
             let put = match timeout {
                 Some(t) => q.put_timeout(item, t).await,
                 None => q.put(item).await,
@@ -126,24 +126,23 @@ pub async fn queue(m: &Manager, cmd: QueueCmd) -> Outcome {
         }
         QueueCmd::Get { name, wait } => {
             let timeout = wait.duration()?;
-            let q = open_queue(m, &name).await?;
+            let q = open_queue(m, &name, 0).await?;
             let got = match timeout {
                 Some(t) => q.get_timeout(t).await,
                 None => q.get().await,
             };
             say(&got.map_err(|e| ran_out(e, timeout))?.to_string());
         }
-        QueueCmd::Len { name } => say(&open_queue(m, &name).await?.qsize().await?.to_string()),
+        QueueCmd::Len { name } => say(&open_queue(m, &name, 0).await?.qsize().await?.to_string()),
     }
     Ok(())
 }
 
-/// A queue for `get` and `len`: an existing one (joinable or not), or a new
-/// unbounded plain queue.
-async fn open_queue(m: &Manager, name: &str) -> Result<procshare::QueueProxy<Json>, Failure> {
-    match m.queue::<Json>(name, 0).await {
+/// An existing queue (joinable or not), or a new plain queue of `maxsize`.
+async fn open_queue(m: &Manager, name: &str, maxsize: u64) -> Result<procshare::QueueProxy<Json>, Failure> {
+    match m.queue::<Json>(name, maxsize).await {
         Err(Error::WrongKind(msg)) if msg.contains("joinable_queue") => {
-            Ok(m.joinable_queue::<Json>(name, 0).await?)
+            Ok(m.joinable_queue::<Json>(name, maxsize).await?)
         }
         other => Ok(other?),
     }
@@ -179,7 +178,12 @@ pub async fn semaphore(m: &Manager, cmd: SemaphoreCmd) -> Outcome {
             let hold = seconds("--hold", hold)?;
             let timeout = wait.duration()?;
             let stop = crate::interrupted();
-            let s = m.semaphore(&name, value).await?;
+            let s = match m.semaphore(&name, value).await {
+                Err(Error::WrongKind(msg)) if msg.contains("bounded_semaphore") => {
+                    m.bounded_semaphore(&name, value).await?
+                }
+                other => other?,
+            };
             match timeout {
                 Some(t) => s.acquire_timeout(t).await?,
                 None => s.acquire().await?,
