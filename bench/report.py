@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Medians and ratios of a bench/run.sh run (stdlib only).
+
+Usage: python3 bench/report.py bench/out/results.jsonl
+
+Prints one JSON line of medians per (system, workload), then a table of
+ratios against SPEC §6's targets: procshare / Python Manager ops_per_s for
+each workload both run, procshare's sequential us_per_op / the raw loopback
+round trip, and (when Redis ran) procshare's 64-process mix / Redis -c 50.
+Ratios are ratios of medians.
+"""
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+MEDIAN_KEYS = ("ops", "seconds", "ops_per_s", "us_per_op", "startup_seconds",
+               "work_seconds", "work_ops_per_s")
+KEEP_KEYS = ("clients", "contenders", "pipeline")
+
+# SPEC §6 targets, as (ratio wanted, direction): ">=" ratio at least, "<=" at most.
+PYTHON_TARGETS = {
+    "seq_dict_set": (1.0, ">", "faster than Python's Manager"),
+    "seq_dict_get": (1.0, ">", "faster than Python's Manager"),
+    "concurrent_dict_mix": (5.0, ">=", ">= 5x Python's Manager"),
+    "lock_counter": (3.0, ">=", ">= 3x Python's Manager"),
+    "queue_producer_consumer": (5.0, ">=", ">= 5x Python's Manager Queue"),
+}
+LOOPBACK_TARGET = 1.3
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                sys.exit(f"report.py: {path}:{n}: not JSON ({e}): {line[:80]}")
+    return rows
+
+
+def medians(rows):
+    groups = OrderedDict()
+    for r in rows:
+        if r.get("system") == "machine":
+            continue
+        groups.setdefault((r["system"], r["workload"]), []).append(r)
+    out = OrderedDict()
+    for (system, workload), rs in groups.items():
+        m = OrderedDict(system=system, workload=workload, runs=len(rs))
+        for k in MEDIAN_KEYS:
+            vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+            if vals:
+                v = round(statistics.median(vals), 4)
+                m[k] = int(v) if k == "ops" else v
+        for k in ("ops_per_s", "us_per_op"):
+            vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+            if len(vals) > 1:
+                m[k + "_min"], m[k + "_max"] = min(vals), max(vals)
+        for k in KEEP_KEYS:
+            if k in rs[0]:
+                m[k] = rs[0][k]
+        out[(system, workload)] = m
+    return out
+
+
+def verdict(ratio, want, op):
+    ok = {">": ratio > want, ">=": ratio >= want, "<=": ratio <= want}[op]
+    return "meets" if ok else "misses"
+
+
+def fmt(x, digits=1):
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def table(header, rows):
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    rows = load(sys.argv[1])
+    med = medians(rows)
+    for m in med.values():
+        print(json.dumps(m))
+
+    print()
+    for r in rows:
+        if r.get("system") == "machine":
+            print(f"machine at {r['workload']}: nproc {r['nproc']}, {r['date']}, "
+                  f"loadavg {r['loadavg']}{', --quick' if r.get('quick') else ''}")
+
+    get = lambda system, workload, key: med.get((system, workload), {}).get(key)
+
+    print("\nprocshare vs Python's multiprocessing.Manager (ops_per_s, medians)\n")
+    out = []
+    for wl, (want, op, text) in PYTHON_TARGETS.items():
+        ps, py = get("procshare", wl, "ops_per_s"), get("python-manager", wl, "ops_per_s")
+        if py is None and ps is None:
+            continue
+        ratio = ps / py if ps and py else None
+        out.append([wl, fmt(ps), fmt(py),
+                    "-" if ratio is None else f"{ratio:.2f}x",
+                    text,
+                    "-" if ratio is None else verdict(ratio, want, op)])
+    table(["workload", "procshare", "python", "ratio", "SPEC §6 target", ""], out)
+
+    multi = [wl for wl in ("concurrent_dict_mix", "lock_counter", "queue_producer_consumer")
+             if get("procshare", wl, "work_ops_per_s")]
+    if multi:
+        print("\nprocshare multi-process workloads, process start left out "
+              "(work_ops_per_s; Python's figure still includes its start)\n")
+        out = []
+        for wl in multi:
+            ps, py = get("procshare", wl, "work_ops_per_s"), get("python-manager", wl, "ops_per_s")
+            out.append([wl, fmt(ps), fmt(get("procshare", wl, "startup_seconds"), 3),
+                        fmt(py), "-" if not py else f"{ps / py:.2f}x"])
+        table(["workload", "procshare work ops/s", "startup s", "python ops/s", "ratio"], out)
+
+    floor = get("tcp-loopback", "round_trip", "us_per_op")
+    print("\nsequential latency vs the raw loopback round trip (us_per_op, medians)\n")
+    out = []
+    for wl in ("seq_dict_set", "seq_dict_get"):
+        ps = get("procshare", wl, "us_per_op")
+        py_rate = get("python-manager", wl, "ops_per_s")
+        py = 1e6 / py_rate if py_rate else None
+        ratio = ps / floor if ps and floor else None
+        out.append([wl, fmt(ps, 2), fmt(py, 2), fmt(floor, 2),
+                    "-" if ratio is None else f"{ratio:.2f}x",
+                    f"<= {LOOPBACK_TARGET}x loopback",
+                    "-" if ratio is None else verdict(ratio, LOOPBACK_TARGET, "<=")])
+    table(["workload", "procshare us", "python us", "loopback us", "procshare/loopback",
+           "SPEC §6 target", ""], out)
+
+    redis = [(wl, get("redis", wl, "ops_per_s")) for wl in ("concurrent_get", "concurrent_set")]
+    ps = get("procshare", "concurrent_dict_mix", "ops_per_s")
+    if ps and any(r for _, r in redis):
+        print("\nprocshare 64-process dict mix vs redis-benchmark -c 50 (ops_per_s, medians)\n")
+        out = [[f"redis {wl}", fmt(ps), fmt(r), f"{ps / r:.2f}x", ">= Redis -c 50",
+                verdict(ps / r, 1.0, ">=")] for wl, r in redis if r]
+        table(["vs", "procshare", "redis", "ratio", "SPEC §6 target", ""], out)
+
+
+if __name__ == "__main__":
+    main()

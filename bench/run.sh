@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# procshare's benchmark, side by side with its peers (SPEC §6), in one command.
+#
+#   bash bench/run.sh [--quick] [--runs N] [--redis]
+#
+# Builds procshared and procshare-bench (release), compiles the loopback
+# floor, then N times (default 3) runs in turn: the raw loopback round trip,
+# Python's multiprocessing.Manager (shared/anchors/python_manager_bench.py),
+# procshare-bench and, with --redis, redis-benchmark (redis_bench.sh, which
+# apt-installs Redis when it is missing). Every JSON line, tagged with its
+# run, goes to bench/out/results.jsonl; bench/report.py then prints the
+# medians and the ratios (also saved to bench/out/report.txt).
+# Needs only cargo, a C compiler, python3 and coreutils. The anchors are
+# looked up in ../shared/anchors beside the repository, or in
+# $PROCSHARE_ANCHORS. Each program gets $BENCH_TIMEOUT seconds per run
+# (default 300, 120 with --quick): a peer that fails or hangs (Python's
+# Manager can, when 64 clients connect at once) loses that run's figures
+# with a warning; procshare-bench failing or hanging stops the script.
+set -euo pipefail
+
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
+
+QUICK=()
+RUNS=3
+REDIS=0
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=(--quick) ;;
+    --runs) RUNS=${2:?--runs needs a number}; shift ;;
+    --runs=*) RUNS=${1#--runs=} ;;
+    --redis) REDIS=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --runs wants a positive number, got $RUNS" >&2; exit 2; }
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/.." && pwd))
+ANCHORS=${PROCSHARE_ANCHORS:-$ROOT/../shared/anchors}
+for f in loopback_rtt.c python_manager_bench.py redis_bench.sh; do
+  [[ -f "$ANCHORS/$f" ]] || { echo "run.sh: $ANCHORS/$f not found (set PROCSHARE_ANCHORS)" >&2; exit 1; }
+done
+
+cd "$ROOT"
+echo "== building (release)" >&2
+cargo build --release -p procshare-server -p procshare-bench >&2
+TARGET=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$TARGET/release
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+CC=${CC:-$(command -v cc || command -v gcc)}
+"$CC" -O2 "$ANCHORS/loopback_rtt.c" -o "$TMP/loopback_rtt"
+LOOP_N=50000
+TIMEOUT=300
+if ((${#QUICK[@]})); then LOOP_N=5000; TIMEOUT=120; fi
+TIMEOUT=${BENCH_TIMEOUT:-$TIMEOUT}
+
+OUT=$ROOT/bench/out
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+# Appends `"run": N` to each JSON line of stdin, into results.jsonl and stdout.
+tag() {
+  local line
+  while IFS= read -r line; do
+    if [[ "$line" == \{*\} ]]; then
+      printf '%s, "run": %d}\n' "${line%\}}" "$1"
+    elif [[ -n "$line" ]]; then
+      printf '%s\n' "$line" >&2
+    fi
+  done | tee -a "$RESULTS"
+}
+
+machine() { # when
+  printf '{"system": "machine", "workload": "%s", "nproc": %d, "date": "%s", "loadavg": "%s", "quick": %s}\n' \
+    "$1" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+    "$( ((${#QUICK[@]})) && echo true || echo false)"
+}
+
+# A peer's failure or hang costs its figures for this run, not the run.
+peer() { # run name command...
+  local run=$1 name=$2
+  shift 2
+  timeout --kill-after=10 "$TIMEOUT" "$@" | tag "$run" ||
+    echo "run.sh: WARNING: $name failed or timed out (${TIMEOUT}s) in run $run; its figures for this run are missing" >&2
+}
+
+machine start | tag 0
+for ((run = 1; run <= RUNS; run++)); do
+  echo "== run $run of $RUNS" >&2
+  peer "$run" loopback_rtt "$TMP/loopback_rtt" "$LOOP_N"
+  peer "$run" python_manager_bench.py python3 "$ANCHORS/python_manager_bench.py" "${QUICK[@]}"
+  timeout --kill-after=10 "$TIMEOUT" \
+    "$BIN/procshare-bench" --procshared "$BIN/procshared" "${QUICK[@]}" | tag "$run" || {
+    echo "run.sh: procshare-bench failed or timed out (${TIMEOUT}s) in run $run" >&2
+    exit 1
+  }
+  if ((REDIS)); then
+    peer "$run" redis_bench.sh bash "$ANCHORS/redis_bench.sh" "${QUICK[@]}"
+  fi
+done
+machine end | tag 0
+
+echo "== medians of $RUNS run(s), from $RESULTS" >&2
+python3 "$HERE/report.py" "$RESULTS" | tee "$OUT/report.txt"

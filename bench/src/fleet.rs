@@ -1,0 +1,120 @@
+//! Multi-process workloads: `count` worker processes, each this binary
+//! re-executed with the hidden `worker` subcommand.
+//!
+//! Timing: `total` runs from just before the first spawn to the exit of the
+//! last worker, so it includes process start and connect like the anchor's
+//! (which times `Process.start()` to the last `join()`). Unlike the anchor,
+//! the workers meet at a barrier: each prints `ready` on its stdout once
+//! connected, and all start together when the parent writes one byte to
+//! each stdin. So `startup` (spawn → all ready) and `work` (go → all exited)
+//! are also known, with `total = startup + work`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub struct Timing {
+    pub startup: Duration,
+    pub work: Duration,
+    pub total: Duration,
+}
+
+/// The live workers; kills whatever is still running when dropped, so that
+/// an error never leaves processes behind (or a lock held forever).
+struct Fleet {
+    pids: Vec<u32>,
+    exited: Vec<bool>,
+}
+
+impl Fleet {
+    fn kill_rest(&mut self) {
+        for (pid, exited) in self.pids.iter().zip(&mut self.exited) {
+            if !*exited {
+                // SAFETY: kill(2) on a worker we spawned. A waiter thread may
+                // reap it meanwhile; the window for pid reuse is negligible.
+                unsafe {
+                    libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+                }
+                *exited = true;
+            }
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.kill_rest();
+    }
+}
+
+/// Runs `count` workers; `worker_args(k)` gives worker `k`'s arguments
+/// after `worker`.
+pub fn run(exe: &Path, count: usize, worker_args: impl Fn(usize) -> Vec<String>) -> Result<Timing> {
+    let mut fleet = Fleet {
+        pids: Vec::with_capacity(count),
+        exited: Vec::with_capacity(count),
+    };
+    let (tx, rx) = mpsc::channel::<(usize, std::io::Result<ExitStatus>)>();
+    let mut pipes: Vec<(ChildStdin, BufReader<ChildStdout>)> = Vec::with_capacity(count);
+    let t0 = Instant::now();
+    for k in 0..count {
+        let mut child = Command::new(exe)
+            .arg("worker")
+            .args(worker_args(k))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start worker {k} ({})", exe.display()))?;
+        fleet.pids.push(child.id());
+        fleet.exited.push(false);
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        pipes.push((stdin, stdout));
+        // Reap in any order, so that a failing worker is noticed at once.
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((k, child.wait()));
+        });
+    }
+    drop(tx);
+
+    // Barrier: every worker connected and waiting on its stdin. A worker
+    // that fails before it is ready closes its stdout: an empty line.
+    for (k, (_, stdout)) in pipes.iter_mut().enumerate() {
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .with_context(|| format!("reading worker {k}'s stdout"))?;
+        if line != "ready\n" {
+            bail!("worker {k} did not get ready (it said {line:?}; see its error above)");
+        }
+    }
+    let t_go = Instant::now();
+    for (k, (stdin, _)) in pipes.iter_mut().enumerate() {
+        stdin
+            .write_all(b"g")
+            .with_context(|| format!("starting worker {k}"))?;
+    }
+    drop(pipes);
+
+    for _ in 0..count {
+        let (k, status) = rx.recv().context("lost a worker's waiter thread")?;
+        fleet.exited[k] = true;
+        let status = status.with_context(|| format!("waiting for worker {k}"))?;
+        if !status.success() {
+            fleet.kill_rest();
+            bail!("worker {k} failed: {status}");
+        }
+    }
+    let t_end = Instant::now();
+    Ok(Timing {
+        startup: t_go - t0,
+        work: t_end - t_go,
+        total: t_end - t0,
+    })
+}

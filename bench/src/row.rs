@@ -1,0 +1,125 @@
+//! One JSON line per workload, with the anchor's keys in the anchor's order.
+
+use serde::Serialize;
+
+/// A result line: `{"system": "procshare", "workload": ..., "ops": N,
+/// "seconds": S, "ops_per_s": R, ...}`. Fields are printed in declaration
+/// order, so the common keys come first exactly as in
+/// `python_manager_bench.py`; the optional ones only when set.
+#[derive(Debug, Default, Serialize)]
+pub struct Row {
+    pub system: &'static str,
+    pub workload: &'static str,
+    pub ops: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contenders: Option<usize>,
+    /// Sequential workloads: microseconds per call (one round trip each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub us_per_op: Option<f64>,
+    /// Multi-process workloads: spawn of the first worker to the last
+    /// worker connected and ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_seconds: Option<f64>,
+    /// Multi-process workloads: the `go` signal to the last worker's exit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_seconds: Option<f64>,
+    /// `ops / work_seconds`: the throughput with process start left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_ops_per_s: Option<f64>,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+impl Row {
+    /// A row for `ops` operations in `seconds`, rounded like the anchor's.
+    pub fn new(workload: &'static str, ops: u64, seconds: f64) -> Row {
+        Row {
+            system: "procshare",
+            workload,
+            ops,
+            seconds: round(seconds, 4),
+            ops_per_s: round(ops as f64 / seconds, 1),
+            ..Row::default()
+        }
+    }
+
+    /// Adds `us_per_op`, for a sequential workload.
+    pub fn sequential(mut self, seconds: f64) -> Row {
+        self.us_per_op = Some(round(seconds / self.ops as f64 * 1e6, 2));
+        self
+    }
+
+    /// Adds the split of a multi-process run into start and work.
+    pub fn split(mut self, startup: f64, work: f64) -> Row {
+        self.startup_seconds = Some(round(startup, 4));
+        self.work_seconds = Some(round(work, 4));
+        self.work_ops_per_s = Some(round(self.ops as f64 / work, 1));
+        self
+    }
+
+    /// The row as one JSON line, spaced like Python's `json.dumps`.
+    pub fn to_line(&self) -> String {
+        let mut buf = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, PythonStyle);
+        self.serialize(&mut ser).expect("a row always serializes");
+        String::from_utf8(buf).expect("JSON is UTF-8")
+    }
+
+    /// Prints the row as one JSON line on stdout.
+    pub fn emit(&self) {
+        use std::io::Write;
+        let line = self.to_line();
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) is not worth a panic.
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
+}
+
+/// `{"a": 1, "b": 2}`: the separators of Python's `json.dumps`, so that
+/// procshare's lines look like the anchors' lines.
+struct PythonStyle;
+
+impl serde_json::ser::Formatter for PythonStyle {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    #[test]
+    fn lines_look_like_the_anchors() {
+        let mut row = Row::new("concurrent_dict_mix", 128_000, 2.0);
+        row.clients = Some(64);
+        assert_eq!(
+            row.to_line(),
+            r#"{"system": "procshare", "workload": "concurrent_dict_mix", "ops": 128000, "seconds": 2.0, "ops_per_s": 64000.0, "clients": 64}"#
+        );
+        let seq = Row::new("seq_dict_get", 20_000, 1.0).sequential(1.0);
+        assert_eq!(seq.us_per_op, Some(50.0));
+    }
+}
