@@ -1,20 +1,34 @@
-//! One connection to `procshared`: a gRPC channel, this client's identity,
-//! and the call deadline. Cheap to clone; all proxies of a [`Manager`]
-//! share it.
+//! One connection to `procshared`: a gRPC channel (TCP, TLS or a Unix
+//! socket), the token sent with every call, this client's identity, and the
+//! call deadline. Cheap to clone; all proxies of a [`Manager`] share it.
+//!
+//! The channel sends HTTP/2 keepalive pings even while idle, so that NAT
+//! and firewall state stays alive and a dead server is noticed; after a
+//! broken connection the channel reconnects by itself on the next call.
 //!
 //! [`Manager`]: crate::Manager
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use procshare_proto::{self as pb, procshare_client::ProcshareClient, response::Outcome};
-use tonic::transport::{Channel, Endpoint};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 
 /// How long a call may take when it does not wait on purpose.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval of the client's HTTP/2 keepalive pings.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time a keepalive ping may go unanswered before the connection is
+/// considered dead.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The deadline of one call.
 #[derive(Debug, Clone, Copy)]
@@ -27,28 +41,180 @@ pub(crate) enum Deadline {
     Never,
 }
 
+/// Adds the token to every call, when there is one.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    /// `Bearer <token>`, marked sensitive so that HTTP/2 never puts it in a
+    /// compression table.
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
+
 #[derive(Clone)]
 pub(crate) struct Connection {
-    client: ProcshareClient<Channel>,
+    client: Client,
     client_id: Arc<str>,
     next_request: Arc<AtomicU64>,
     call_timeout: Duration,
     url: Arc<str>,
+    /// Does the channel speak TLS? (A refused handshake then gets a message
+    /// that says so.)
+    tls: bool,
 }
 
-/// Accepts `http://host:port`, `https://host:port`, or a bare `host:port`.
-fn endpoint(url: &str) -> Result<Endpoint> {
+/// Everything [`Connection::connect`] needs, resolved by the builder.
+#[derive(Clone)]
+pub(crate) struct ConnectOptions {
+    pub url: String,
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub token: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+/// The three kinds of URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    Unix,
+}
+
+/// Accepts `http://host:port`, `https://host:port`, `unix:///path` (or
+/// `unix:path`), or a bare `host:port` (plain HTTP).
+fn endpoint(url: &str) -> Result<(Endpoint, Scheme)> {
+    if let Some(rest) = url.strip_prefix("unix:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "bad URL {url:?}: expected unix:///path/to/socket"
+            )));
+        }
+        let e = Endpoint::from_shared(format!("unix:{path}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad URL {url:?}: {e}")))?;
+        return Ok((e, Scheme::Unix));
+    }
     let full = if url.contains("://") {
         url.to_owned()
     } else {
         format!("http://{url}")
     };
-    if !(full.starts_with("http://") || full.starts_with("https://")) {
+    let scheme = if full.starts_with("http://") {
+        Scheme::Http
+    } else if full.starts_with("https://") {
+        Scheme::Https
+    } else {
         return Err(Error::InvalidArgument(format!(
-            "unsupported URL {url:?}: expected http://host:port"
+            "unsupported URL {url:?}: expected http://host:port, https://host:port or \
+             unix:///path"
+        )));
+    };
+    let e = Endpoint::from_shared(full)
+        .map_err(|e| Error::InvalidArgument(format!("bad URL {url:?}: {e}")))?;
+    Ok((e, scheme))
+}
+
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::InvalidArgument(format!("cannot read the {what} {}: {e}", path.display()))
+    })
+}
+
+/// Reads a PEM file that must hold at least one certificate.
+fn read_certs(what: &str, path: &Path) -> Result<Vec<u8>> {
+    let pem = read_pem(what, path)?;
+    let mut n = 0;
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        c.map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the {what} {} is not valid PEM: {e}",
+                path.display()
+            ))
+        })?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
         )));
     }
-    Endpoint::from_shared(full).map_err(|e| Error::InvalidArgument(format!("bad URL {url:?}: {e}")))
+    Ok(pem)
+}
+
+/// The TLS settings of an `https://` URL: the CA that signed the server's
+/// certificate (else the system's roots), and this client's certificate for
+/// mTLS.
+fn tls_config(o: &ConnectOptions) -> Result<ClientTlsConfig> {
+    let mut tls = ClientTlsConfig::new();
+    tls = match &o.ca_file {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read_certs("CA file", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    match (&o.cert, &o.key) {
+        (Some(cert), Some(key)) => {
+            let cert = read_certs("client certificate", cert)?;
+            let key_pem = read_pem("client key", key)?;
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "the client key {} holds no PEM private key",
+                    key.display()
+                ))
+            })?;
+            tls = tls.identity(Identity::from_pem(cert, key_pem));
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(Error::InvalidArgument(
+                "a client certificate needs its key as well (key, --key or PROCSHARE_KEY)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::InvalidArgument(
+                "a client key needs its certificate as well (cert, --cert or PROCSHARE_CERT)"
+                    .into(),
+            ))
+        }
+    }
+    Ok(tls)
+}
+
+fn credentials(token: Option<&str>) -> Result<Credentials> {
+    let authorization = match token {
+        None => None,
+        Some(t) => {
+            let t = t.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                // Never echo the token itself.
+                return Err(Error::InvalidArgument(
+                    "the token must be printable ASCII without spaces, and not empty".into(),
+                ));
+            }
+            let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+                Error::InvalidArgument("the token cannot travel in a header".into())
+            })?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+    };
+    Ok(Credentials { authorization })
 }
 
 /// A client id unique enough across processes and hosts: pid, time and a
@@ -69,26 +235,54 @@ fn new_client_id() -> String {
 }
 
 impl Connection {
-    pub async fn connect(
-        url: &str,
-        call_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self> {
-        let channel = endpoint(url)?
-            .connect_timeout(connect_timeout)
+    pub async fn connect(o: ConnectOptions) -> Result<Self> {
+        let url = o.url.as_str();
+        let (endpoint, scheme) = endpoint(url)?;
+        let has_tls_files = o.ca_file.is_some() || o.cert.is_some() || o.key.is_some();
+        let mut endpoint = endpoint
+            .connect_timeout(o.connect_timeout)
             .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot connect to {url}: {}", source_chain(&e)))
-            })?;
-        Ok(Connection {
-            client: ProcshareClient::new(channel),
+            .keep_alive_while_idle(true)
+            .keep_alive_timeout(o.keepalive_timeout);
+        if let Some(interval) = o.keepalive_interval {
+            endpoint = endpoint.http2_keep_alive_interval(interval);
+        }
+        match scheme {
+            Scheme::Https => {
+                endpoint = endpoint.tls_config(tls_config(&o)?).map_err(|e| {
+                    Error::InvalidArgument(format!("bad TLS settings: {}", source_chain(&e)))
+                })?;
+            }
+            Scheme::Http | Scheme::Unix if has_tls_files => {
+                return Err(Error::InvalidArgument(format!(
+                    "a CA file or client certificate was given, but {url:?} is not an https:// URL"
+                )));
+            }
+            Scheme::Http | Scheme::Unix => {}
+        }
+        let credentials = credentials(o.token.as_deref())?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            let chain = source_chain(&e);
+            let hint = if scheme == Scheme::Https && chain.contains("InvalidContentType") {
+                " (is the server plain HTTP? then connect to http://…)"
+            } else {
+                ""
+            };
+            Error::Unavailable(format!("cannot connect to {url}: {chain}{hint}"))
+        })?;
+        let conn = Connection {
+            client: ProcshareClient::with_interceptor(channel, credentials),
             client_id: new_client_id().into(),
             next_request: Arc::new(AtomicU64::new(1)),
-            call_timeout,
+            call_timeout: o.call_timeout,
             url: url.into(),
-        })
+            tls: scheme == Scheme::Https,
+        };
+        if conn.tls {
+            conn.check_tls_client(o.connect_timeout, o.cert.is_some())
+                .await?;
+        }
+        Ok(conn)
     }
 
     pub fn client_id(&self) -> &str {
@@ -114,13 +308,90 @@ impl Connection {
         call: impl std::future::Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T> {
         match self.limit(deadline) {
-            None => call.await.map_err(Error::from),
+            None => call.await.map_err(|s| self.call_error(s)),
             Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(r) => r.map_err(Error::from),
+                Ok(r) => r.map_err(|s| self.call_error(s)),
                 Err(_) => Err(Error::Timeout(format!(
                     "no answer from {} within {limit:?}",
                     self.url
                 ))),
+            },
+        }
+    }
+
+    /// A failed call as an [`Error`]. A status the server sent maps by its
+    /// code; one that tonic made from a transport failure (it has a source)
+    /// becomes UNAVAILABLE with the chain of causes and, where the symptom
+    /// is a known one, a hint.
+    fn call_error(&self, status: tonic::Status) -> Error {
+        let transport = matches!(
+            status.code(),
+            tonic::Code::Unknown
+                | tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::Internal
+        );
+        let source = std::error::Error::source(&status).filter(|_| transport);
+        let Some(source) = source else {
+            return Error::from(status);
+        };
+        let chain = source_chain(source);
+        let hint = if !self.tls && chain.contains("frame with invalid size") {
+            " (if the server uses TLS, connect to https://…)"
+        } else if self.tls && certificate_refused(&chain) {
+            " (the server refused this client's certificate: pass one signed by its client CA, \
+             with its key)"
+        } else {
+            ""
+        };
+        Error::Unavailable(format!("{}: {chain}{hint}", self.url))
+    }
+
+    /// Over TLS, the first call tells whether the server accepted this
+    /// client: with mTLS, a server that refuses the client's certificate (or
+    /// its lack of one) closes the connection only after the client thinks
+    /// the handshake is done. Asking now turns that into a clear error at
+    /// connect rather than a puzzling one later.
+    async fn check_tls_client(&self, limit: Duration, has_cert: bool) -> Result<()> {
+        let mut client = self.client.clone();
+        let status = match tokio::time::timeout(limit, client.ping(pb::PingRequest {})).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(status)) => status,
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "{}: no answer within {limit:?} after the TLS handshake",
+                    self.url
+                )))
+            }
+        };
+        match std::error::Error::source(&status).map(source_chain) {
+            // Right after a handshake that went through, a dropped
+            // connection is the server saying no to the certificate.
+            Some(chain) if certificate_refused(&chain) || connection_dropped(&chain) => {
+                Err(Error::Unauthenticated(if has_cert {
+                    format!(
+                        "{}: the server closed the connection after the TLS handshake: it \
+                         refused this client's certificate (is it signed by the server's \
+                         --client-ca?) ({chain})",
+                        self.url
+                    )
+                } else {
+                    format!(
+                        "{}: the server closed the connection after the TLS handshake: it \
+                         requires a client certificate (mTLS); pass one signed by its client \
+                         CA with its key (cert/key, --cert/--key, PROCSHARE_CERT/PROCSHARE_KEY) \
+                         ({chain})",
+                        self.url
+                    )
+                }))
+            }
+            _ => match self.call_error(status) {
+                // A server that wants a token answers the ping with
+                // UNAUTHENTICATED: say so now too.
+                e @ Error::Unauthenticated(_) => Err(e),
+                // Anything else (an old server without ping, …) is for the
+                // calls to report.
+                _ => Ok(()),
             },
         }
     }
@@ -161,6 +432,31 @@ impl Connection {
             None => Err(Error::Protocol("response without outcome".into())),
         }
     }
+}
+
+/// Does this chain of causes say the server dropped the connection?
+fn connection_dropped(chain: &str) -> bool {
+    [
+        "broken pipe",
+        "connection closed",
+        "connection reset",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|s| chain.contains(s))
+}
+
+/// Does it carry a TLS alert by which the server refused this client's
+/// certificate (or its lack of one)?
+fn certificate_refused(chain: &str) -> bool {
+    [
+        "CertificateRequired",
+        "BadCertificate",
+        "UnknownCA",
+        "DecryptError",
+    ]
+    .iter()
+    .any(|s| chain.contains(s))
 }
 
 /// The whole chain of an error's causes, for messages that say why.

@@ -1,11 +1,15 @@
 //! [`Manager`]: the connection to `procshared` and the factory of proxies.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use procshare_proto::{self as pb, op::Kind as Op, op_result::Kind as R};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::connection::{Connection, Deadline, DEFAULT_CALL_TIMEOUT};
+use crate::connection::{
+    ConnectOptions, Connection, Deadline, DEFAULT_CALL_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+};
 use crate::error::{Error, Result};
 use crate::proxy::{
     ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Handle,
@@ -106,18 +110,96 @@ pub struct ObjectInfo {
 }
 
 /// Options for [`Manager`]; start with [`Manager::builder`].
-#[derive(Debug, Clone)]
+///
+/// Every option left unset falls back to an environment variable, then to a
+/// default: `PROCSHARE_URL` ([`DEFAULT_URL`]), `PROCSHARE_TOKEN` (no token),
+/// `PROCSHARE_CA` (the system's roots, for `https://`), `PROCSHARE_CERT`
+/// and `PROCSHARE_KEY` (no client certificate).
+///
+/// ```no_run
+/// # async fn demo() -> procshare::Result<()> {
+/// // Across hosts: TLS with a private CA, a client certificate (mTLS) and
+/// // the shared token.
+/// let m = procshare::Manager::builder()
+///     .url("https://queue-host.example:50051")
+///     .ca_file("certs/ca.pem")
+///     .cert("certs/client.pem")
+///     .key("certs/client.key")
+///     .token(std::fs::read_to_string("token").unwrap_or_default())
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct ManagerBuilder {
     url: Option<String>,
     call_timeout: Duration,
     connect_timeout: Duration,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("url", &self.url)
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .finish()
+    }
+}
+
+/// An environment variable, if set and not empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl ManagerBuilder {
-    /// The server's URL, `http://host:port`. Without it, `PROCSHARE_URL`,
-    /// else [`DEFAULT_URL`].
+    /// The server's URL: `http://host:port`, `https://host:port` (TLS) or
+    /// `unix:///path/to/socket`. Without it, `PROCSHARE_URL`, else
+    /// [`DEFAULT_URL`].
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// The shared token (Python's `authkey`), sent with every call. Without
+    /// it, `PROCSHARE_TOKEN`. Surrounding whitespace (a file's final newline)
+    /// is ignored.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// A PEM file with the CA certificate(s) that signed the server's
+    /// certificate, for `https://` URLs. Without it, `PROCSHARE_CA`, else
+    /// the system's trusted roots.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// This client's PEM certificate, for a server that requires one (mTLS).
+    /// Without it, `PROCSHARE_CERT`. Goes with [`key`](Self::key).
+    pub fn cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cert = Some(path.into());
+        self
+    }
+
+    /// The PEM private key of [`cert`](Self::cert). Without it,
+    /// `PROCSHARE_KEY`.
+    pub fn key(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key = Some(path.into());
         self
     }
 
@@ -134,16 +216,44 @@ impl ManagerBuilder {
         self
     }
 
-    /// Connects.
+    /// How often to send an HTTP/2 keepalive ping, idle or not (default
+    /// 30 s; `None`: never). The pings keep NAT and firewall state alive and
+    /// reveal a dead server.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// dropped (default 10 s); the next call reconnects.
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Connects. Bad options (URL, files, token) are
+    /// [`Error::InvalidArgument`]; an unreachable server is
+    /// [`Error::Unavailable`].
     pub async fn connect(self) -> Result<Manager> {
-        let url = match self.url {
-            Some(u) => u,
-            None => std::env::var("PROCSHARE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
+        let options = ConnectOptions {
+            url: self
+                .url
+                .or_else(|| env("PROCSHARE_URL"))
                 .unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            call_timeout: self.call_timeout,
+            connect_timeout: self.connect_timeout,
+            token: self.token.or_else(|| env("PROCSHARE_TOKEN")),
+            ca_file: self
+                .ca_file
+                .or_else(|| env("PROCSHARE_CA").map(PathBuf::from)),
+            cert: self
+                .cert
+                .or_else(|| env("PROCSHARE_CERT").map(PathBuf::from)),
+            key: self.key.or_else(|| env("PROCSHARE_KEY").map(PathBuf::from)),
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
         };
-        let conn = Connection::connect(&url, self.call_timeout, self.connect_timeout).await?;
+        let conn = Connection::connect(options).await?;
         Ok(Manager { conn })
     }
 }
@@ -169,7 +279,9 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Connects to `url` (`http://host:port`) with default options.
+    /// Connects to `url` (`http://host:port`, `https://host:port` or
+    /// `unix:///path`) with default options (and the token, CA and client
+    /// certificate from the environment, if set).
     pub async fn connect(url: &str) -> Result<Manager> {
         Manager::builder().url(url).connect().await
     }
@@ -179,12 +291,18 @@ impl Manager {
         Manager::builder().connect().await
     }
 
-    /// Options: URL, call and connect timeouts.
+    /// Options: URL, token, TLS files, timeouts, keepalive.
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder {
             url: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
+            token: None,
+            ca_file: None,
+            cert: None,
+            key: None,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 

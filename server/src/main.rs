@@ -1,37 +1,20 @@
 //! `procshared`: the procshare daemon.
 //!
-//! Prints `listening on <addr>` on stdout once it accepts connections (with
-//! the real port when asked for port 0), logs to stderr through `tracing`,
-//! and shuts down gracefully on SIGTERM or SIGINT.
+//! Prints `listening on <addr>` on stdout once it accepts TCP connections
+//! (with the real port when asked for port 0), and `listening on unix:<path>`
+//! for its Unix socket; logs to stderr through `tracing`; shuts down
+//! gracefully on SIGTERM or SIGINT. Settings: see [`config`].
+
+mod config;
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
-use procshare_server::{serve, store::Store, ServerConfig};
+use procshare_server::service::{serve_on, Listeners, UnixSocket};
+use procshare_server::store::Store;
 use tracing_subscriber::EnvFilter;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "procshared",
-    version,
-    about = "The procshare daemon: shared dicts, lists, values and locks over gRPC"
-)]
-struct Args {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:50051", env = "PROCSHARE_LISTEN")]
-    listen: SocketAddr,
-    /// Log level or filter (error, warn, info, debug, trace, or a tracing
-    /// filter such as `procshare_server=debug`). Without it, RUST_LOG is used,
-    /// else `info`.
-    #[arg(long)]
-    log_level: Option<String>,
-    /// Largest request or response message, in bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    max_message_bytes: usize,
-}
 
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     let filter = match level {
@@ -67,26 +50,73 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_logging(args.log_level.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let shutdown = shutdown_signal()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
-    }
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "procshared started");
-    let config = ServerConfig {
-        max_message_bytes: args.max_message_bytes,
-        ..Default::default()
+fn announce(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn run(settings: config::Settings) -> anyhow::Result<()> {
+    let tcp = match settings.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
     };
-    serve(listener, Arc::new(Store::new()), config, shutdown).await?;
+    let unix = match &settings.unix {
+        Some(path) => Some(UnixSocket::bind(path, settings.unix_mode)?),
+        None => None,
+    };
+    let shutdown = shutdown_signal()?;
+    if let Some(l) = &tcp {
+        let addr = l.local_addr()?;
+        announce(&format!("listening on {addr}"))?;
+        tracing::info!(%addr, tls = settings.tls.is_some(), auth = settings.authenticates(), "listening on TCP");
+    }
+    if let Some(u) = &unix {
+        announce(&format!("listening on unix:{}", u.path().display()))?;
+        tracing::info!(path = %u.path().display(), mode = format!("{:o}", settings.unix_mode), "listening on a Unix socket");
+    }
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "procshared started");
+    let listeners = Listeners { tcp, unix };
+    serve_on(
+        listeners,
+        Arc::new(Store::new()),
+        settings.server_config(),
+        shutdown,
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (args, matches) = config::parse_args();
+    // Configuration errors exit 2 (systemd does not restart on them, see
+    // deploy/procshared.service); failures while running exit 1.
+    let settings = match config::resolve(args, &matches) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("procshared: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(settings.log_level.as_deref()) {
+        eprintln!("procshared: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("procshared: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

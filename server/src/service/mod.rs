@@ -1,8 +1,21 @@
 //! The network face of the server: the gRPC service, its configuration, and
-//! [`serve`], which runs it on a listener until told to stop.
+//! [`serve`] / [`serve_on`], which run it until told to stop.
+//!
+//! What a connection gets:
+//! - `procshare.v1.Procshare`, the objects, behind the [`auth`] check;
+//! - server reflection (`grpc.reflection.v1` and `v1alpha`), behind the same
+//!   check, so that `grpcurl` and friends work without the proto file;
+//! - the standard health check `grpc.health.v1.Health`, the one service that
+//!   answers without a token (load balancers and probes have none).
+//!
+//! TCP may be wrapped in TLS (mTLS with a client CA); the Unix socket never
+//! is: it is local, and its file mode decides who may connect.
 
+pub mod auth;
 mod grpc;
 pub mod status;
+pub mod tls;
+pub mod unix;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,8 +23,15 @@ use std::time::Duration;
 
 use procshare_proto::procshare_server::ProcshareServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
+use tonic::transport::Server;
+
+pub use auth::{Auth, Token, TokenError};
+pub use tls::{TlsError, TlsFiles};
+pub use unix::UnixSocket;
 
 use crate::store::Store;
 
@@ -22,15 +42,41 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// How long in-flight calls get to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The shared token every call but the health check must carry; `None`
+    /// lets every call through.
+    pub token: Option<Token>,
+    /// TLS on the TCP listener (with a client CA: mTLS).
+    pub tls: Option<TlsFiles>,
+    /// How often to send an HTTP/2 PING on a connection; `None`: never. The
+    /// pings keep NAT and firewall state alive and reveal a dead peer.
+    pub keepalive_interval: Option<Duration>,
+    /// How long to wait for a PING's answer before closing the connection.
+    pub keepalive_timeout: Duration,
 }
+
+/// Default HTTP/2 keepalive interval of the server.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default HTTP/2 keepalive timeout of the server.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            token: None,
+            tls: None,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
+}
+
+/// Where to accept connections: TCP, a Unix socket, or both.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub unix: Option<UnixSocket>,
 }
 
 /// Serves `store` on `listener` until `shutdown` completes. Calls blocked in a
@@ -41,25 +87,131 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let cancel = CancellationToken::new();
-    let service = ProcshareServer::new(grpc::Service::new(store, cancel.clone()))
+    let listeners = Listeners {
+        tcp: Some(listener),
+        unix: None,
+    };
+    serve_on(listeners, store, config, shutdown).await
+}
+
+/// The services every listener offers, built once.
+fn routes(
+    store: Arc<Store>,
+    config: &ServerConfig,
+    cancel: CancellationToken,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Routes {
+    let auth = Auth::new(config.token.clone());
+    let procshare = ProcshareServer::new(grpc::Service::new(store, cancel))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let mut routes =
+        Routes::new(InterceptedService::new(procshare, auth.clone())).add_service(health);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(procshare_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Building fails only on a corrupt compiled-in descriptor: serve the
+    // objects anyway and say what is missing.
+    match reflection().build_v1() {
+        Ok(r) => routes = routes.add_service(InterceptedService::new(r, auth.clone())),
+        Err(e) => tracing::error!(error = %e, "server reflection (v1) is off"),
+    }
+    match reflection().build_v1alpha() {
+        Ok(r) => routes = routes.add_service(InterceptedService::new(r, auth)),
+        Err(e) => tracing::error!(error = %e, "server reflection (v1alpha) is off"),
+    }
+    routes
+}
+
+fn builder(config: &ServerConfig) -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+}
+
+/// Serves `store` on every listener of `listeners` until `shutdown`
+/// completes; then as [`serve`]. The Unix socket's file is removed on
+/// return.
+pub async fn serve_on(
+    listeners: Listeners,
+    store: Arc<Store>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let Listeners { tcp, mut unix } = listeners;
+    let cancel = CancellationToken::new();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(
+            <ProcshareServer<grpc::Service> as tonic::server::NamedService>::NAME,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    let routes = routes(store, &config, cancel.clone(), health);
+
     let signal = {
         let cancel = cancel.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down");
+            // Probes see the server go before it stops answering.
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health_reporter
+                .set_service_status(
+                    <ProcshareServer<grpc::Service> as tonic::server::NamedService>::NAME,
+                    tonic_health::ServingStatus::NotServing,
+                )
+                .await;
             cancel.cancel();
+        })
+    };
+
+    let tcp_server = {
+        let cancel = cancel.clone();
+        let routes = routes.clone();
+        let config = config.clone();
+        async move {
+            let Some(listener) = tcp else { return Ok(()) };
+            let mut b = builder(&config);
+            if let Some(tls) = &config.tls {
+                b = b.tls_config(tls.server_config())?;
+            }
+            b.add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    cancel.cancelled_owned(),
+                )
+                .await
         }
     };
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => r,
+    let unix_server = {
+        let cancel = cancel.clone();
+        let config = config.clone();
+        let listener = unix.as_mut().and_then(UnixSocket::take_listener);
+        async move {
+            let Some(listener) = listener else {
+                return Ok(());
+            };
+            builder(&config)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener),
+                    cancel.cancelled_owned(),
+                )
+                .await
+        }
+    };
+    let servers = async { tokio::try_join!(tcp_server, unix_server).map(|_| ()) };
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        r = &mut servers => r,
         // Connections that stay open (idle clients) would hold a graceful
         // shutdown forever: after the grace period, stop regardless.
         _ = async {
@@ -69,5 +221,8 @@ pub async fn serve(
             tracing::warn!("grace period over; closing remaining connections");
             Ok(())
         }
-    }
+    };
+    signal.abort();
+    drop(unix);
+    result
 }

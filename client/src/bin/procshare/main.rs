@@ -22,9 +22,56 @@ use serde_json::Value as Json;
     about = "Command-line client for procshared"
 )]
 struct Cli {
-    /// Server URL.
+    /// Server URL: http://host:port, https://host:port or unix:///path.
     #[arg(long, env = "PROCSHARE_URL", default_value = procshare::DEFAULT_URL, global = true)]
     url: String,
+    /// The server's shared token. Other users may see a flag in the process
+    /// list: prefer PROCSHARE_TOKEN or --token-file.
+    #[arg(
+        long = "token",
+        id = "global_token",
+        value_name = "TOKEN",
+        env = "PROCSHARE_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// A file holding the server's shared token (wins over --token and
+    /// PROCSHARE_TOKEN).
+    #[arg(
+        long = "token-file",
+        id = "global_token_file",
+        value_name = "FILE",
+        global = true
+    )]
+    token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate that signed the server's certificate (https://).
+    #[arg(
+        long = "ca",
+        id = "global_ca",
+        env = "PROCSHARE_CA",
+        value_name = "FILE",
+        global = true
+    )]
+    ca: Option<String>,
+    /// PEM client certificate, for a server that requires one (mTLS).
+    #[arg(
+        long = "cert",
+        id = "global_cert",
+        env = "PROCSHARE_CERT",
+        value_name = "FILE",
+        global = true
+    )]
+    cert: Option<String>,
+    /// PEM private key of --cert.
+    #[arg(
+        long = "key",
+        id = "global_key",
+        env = "PROCSHARE_KEY",
+        value_name = "FILE",
+        global = true
+    )]
+    key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -385,8 +432,41 @@ pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// The Manager from the global flags. Bad options (an unreadable file, a
+/// malformed URL) are usage errors.
+async fn manager(cli: &Cli) -> Result<Manager, Failure> {
+    let mut b = Manager::builder().url(&cli.url);
+    let token = match &cli.token_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => cli.token.clone(),
+    };
+    // An empty variable (PROCSHARE_TOKEN=) means unset, as in the library.
+    let set = |p: &Option<String>| p.clone().filter(|p| !p.is_empty());
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        b = b.token(t);
+    }
+    if let Some(ca) = set(&cli.ca) {
+        b = b.ca_file(ca);
+    }
+    if let Some(cert) = set(&cli.cert) {
+        b = b.cert(cert);
+    }
+    if let Some(key) = set(&cli.key) {
+        b = b.key(key);
+    }
+    b.connect().await.map_err(|e| match e {
+        Error::InvalidArgument(msg) => Failure::Usage(msg),
+        e => Failure::Call(e),
+    })
+}
+
 async fn run(cli: Cli) -> Outcome {
-    let m = Manager::connect(&cli.url).await?;
+    let m = manager(&cli).await?;
     match cli.command {
         Command::Ping => say(&format!("ok {}", m.ping().await?)),
         Command::Ls => {

@@ -139,7 +139,11 @@ pub async fn queue(m: &Manager, cmd: QueueCmd) -> Outcome {
 }
 
 /// An existing queue (joinable or not), or a new plain queue of `maxsize`.
-async fn open_queue(m: &Manager, name: &str, maxsize: u64) -> Result<procshare::QueueProxy<Json>, Failure> {
+async fn open_queue(
+    m: &Manager,
+    name: &str,
+    maxsize: u64,
+) -> Result<procshare::QueueProxy<Json>, Failure> {
     match m.queue::<Json>(name, maxsize).await {
         Err(Error::WrongKind(msg)) if msg.contains("joinable_queue") => {
             Ok(m.joinable_queue::<Json>(name, maxsize).await?)

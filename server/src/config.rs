@@ -1,0 +1,549 @@
+//! procshared's settings, from four places. For each setting the first that
+//! has it wins:
+//!
+//! 1. a flag on the command line (`--listen …`);
+//! 2. the TOML file named by `--config` (or `PROCSHARE_CONFIG`);
+//! 3. an environment variable (`PROCSHARE_LISTEN`, …);
+//! 4. the built-in default.
+//!
+//! The file sits above the environment because it was named explicitly; the
+//! environment only replaces the defaults. `deploy/procshared.toml` lists
+//! every key. Relative paths in the file are relative to the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use procshare_server::service::{self, TlsFiles, Token};
+use serde::Deserialize;
+
+/// The default TCP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default largest message, in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+const ENV_HELP: &str = "\
+Precedence: flags, then the --config file, then PROCSHARE_* environment \
+variables, then defaults.
+
+The token itself may come from the environment: PROCSHARE_TOKEN=<token> \
+(never from a flag, which other users could read in the process list).
+
+Exit codes: 0 after a clean shutdown (SIGTERM, SIGINT), 1 a runtime failure \
+(e.g. the port is taken), 2 a usage or configuration error.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "procshared",
+    version,
+    about = "The procshare daemon: shared dicts, lists, values, locks, queues … over gRPC",
+    after_help = ENV_HELP
+)]
+pub struct Args {
+    /// A TOML file with any of the settings below (see
+    /// deploy/procshared.toml); flags override it.
+    #[arg(long, env = "PROCSHARE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TCP address to listen on; port 0 picks a free port. [default:
+    /// 127.0.0.1:50051, or no TCP at all when only --unix is given]
+    #[arg(long, env = "PROCSHARE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Also (or, without --listen, only) listen on this Unix domain socket.
+    #[arg(long, env = "PROCSHARE_UNIX", value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+    /// File mode of the Unix socket, in octal. [default: 0600]
+    #[arg(long, env = "PROCSHARE_UNIX_MODE", value_name = "OCTAL", value_parser = parse_mode)]
+    pub unix_mode: Option<u32>,
+    /// File holding the shared token every client must send (one line;
+    /// `openssl rand -hex 32 > token`).
+    #[arg(long, env = "PROCSHARE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate (chain) of this server: turns on TLS.
+    #[arg(long, env = "PROCSHARE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PROCSHARE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by
+    /// one of them (mTLS). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "PROCSHARE_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without a token or mTLS: anyone who
+    /// can reach the port can then read and change every object.
+    #[arg(long, env = "PROCSHARE_INSECURE")]
+    pub insecure: bool,
+    /// Seconds between HTTP/2 keepalive pings on each connection; 0 turns
+    /// them off. [default: 60]
+    #[arg(long, env = "PROCSHARE_KEEPALIVE_INTERVAL", value_name = "SECS")]
+    pub keepalive_interval: Option<u64>,
+    /// Seconds to wait for a ping's answer before dropping the connection.
+    /// [default: 20]
+    #[arg(long, env = "PROCSHARE_KEEPALIVE_TIMEOUT", value_name = "SECS")]
+    pub keepalive_timeout: Option<u64>,
+    /// Largest request or response message, in bytes. [default: 4194304]
+    #[arg(long, env = "PROCSHARE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing
+    /// filter such as `procshare_server=debug`). Without it, RUST_LOG is
+    /// used, else `info`.
+    #[arg(long, env = "PROCSHARE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// A Unix file mode in octal: `0600`, `600` or `0o600`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode between 0000 and 0777"
+        )),
+    }
+}
+
+/// The TOML file. Unknown keys are errors, so that a typo is not silently
+/// ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub unix_mode: Option<Mode>,
+    pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub keepalive_interval: Option<u64>,
+    pub keepalive_timeout: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub log_level: Option<String>,
+}
+
+/// A file mode in TOML: `0o600` (a number) or `"0600"` (a string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Mode {
+    Number(u32),
+    Text(String),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("bad config file {}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        // toml's messages span several lines (a snippet of the file); one
+        // line is enough here.
+        toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!("{span}{}", e.message())
+        })
+    }
+
+    /// Makes relative paths relative to the file's folder.
+    fn anchor(&mut self, dir: &Path) {
+        for p in [
+            &mut self.unix,
+            &mut self.token_file,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+}
+
+/// Everything procshared needs, resolved and checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub unix_mode: u32,
+    pub token: Option<Token>,
+    pub tls: Option<TlsFiles>,
+    pub insecure: bool,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub log_level: Option<String>,
+}
+
+/// Picks a setting: a flag beats the file, the file beats the environment.
+fn pick<T>(m: &ArgMatches, id: &str, arg: Option<T>, file: Option<T>) -> Option<T> {
+    match m.value_source(id) {
+        Some(ValueSource::CommandLine) => arg,
+        Some(ValueSource::EnvVariable) => file.or(arg),
+        _ => file,
+    }
+}
+
+/// Parses the command line (exits on a usage error, as clap does).
+pub fn parse_args() -> (Args, ArgMatches) {
+    let matches = Args::command().get_matches();
+    match Args::from_arg_matches(&matches) {
+        Ok(args) => (args, matches),
+        Err(e) => e.exit(),
+    }
+}
+
+/// Merges flags, file, environment and defaults, loads the token and TLS
+/// files, and checks that the result is safe to run.
+pub fn resolve(args: Args, m: &ArgMatches) -> anyhow::Result<Settings> {
+    resolve_with_env(args, m, std::env::var("PROCSHARE_TOKEN").ok())
+}
+
+fn resolve_with_env(
+    args: Args,
+    m: &ArgMatches,
+    env_token: Option<String>,
+) -> anyhow::Result<Settings> {
+    let mut file = match &args.config {
+        Some(p) => {
+            let mut f = FileConfig::load(p)?;
+            f.anchor(p.parent().unwrap_or(Path::new(".")));
+            f
+        }
+        None => FileConfig::default(),
+    };
+
+    let unix = pick(m, "unix", args.unix, file.unix.take());
+    let listen = match pick(m, "listen", args.listen, file.listen) {
+        Some(a) => Some(a),
+        // Only a Unix socket was asked for: no TCP.
+        None if unix.is_some() => None,
+        None => Some(
+            DEFAULT_LISTEN
+                .parse()
+                .context("the default listen address")?,
+        ),
+    };
+    let unix_mode = match (
+        m.value_source("unix_mode"),
+        args.unix_mode,
+        file.unix_mode.take(),
+    ) {
+        (Some(ValueSource::CommandLine), Some(mode), _) => mode,
+        (_, _, Some(Mode::Number(n))) if n <= 0o777 => n,
+        (_, _, Some(Mode::Number(n))) => {
+            bail!("unix_mode {n:o} in the config file is not a file mode between 0000 and 0777")
+        }
+        (_, _, Some(Mode::Text(s))) => {
+            parse_mode(&s).map_err(|e| anyhow::anyhow!("unix_mode in the config file: {e}"))?
+        }
+        (_, Some(mode), None) => mode,
+        (_, None, None) => service::unix::DEFAULT_MODE,
+    };
+
+    let token = match (
+        m.value_source("token_file"),
+        &args.token_file,
+        &file.token_file,
+    ) {
+        (Some(ValueSource::CommandLine), Some(p), _) => Some(Token::from_file(p)?),
+        (_, _, Some(p)) => Some(Token::from_file(p)?),
+        _ => match env_token.filter(|t| !t.is_empty()) {
+            Some(t) => Some(Token::new(&t, "PROCSHARE_TOKEN")?),
+            None => match &args.token_file {
+                Some(p) => Some(Token::from_file(p)?),
+                None => None,
+            },
+        },
+    };
+
+    let tls_cert = pick(m, "tls_cert", args.tls_cert, file.tls_cert.take());
+    let tls_key = pick(m, "tls_key", args.tls_key, file.tls_key.take());
+    let client_ca = pick(m, "client_ca", args.client_ca, file.client_ca.take());
+    let tls = match (&tls_cert, &tls_key) {
+        (Some(c), Some(k)) => Some(TlsFiles::load(c, k, client_ca.as_deref())?),
+        (None, None) if client_ca.is_some() => {
+            bail!("--client-ca (mTLS) needs --tls-cert and --tls-key as well")
+        }
+        (None, None) => None,
+        (Some(_), None) => bail!("--tls-cert needs --tls-key (the certificate's private key)"),
+        (None, Some(_)) => bail!("--tls-key needs --tls-cert (the certificate it belongs to)"),
+    };
+
+    let insecure = match m.value_source("insecure") {
+        Some(ValueSource::CommandLine) => true,
+        Some(ValueSource::EnvVariable) => file.insecure.unwrap_or(args.insecure),
+        _ => file.insecure.unwrap_or(false),
+    };
+    let keepalive_interval = pick(
+        m,
+        "keepalive_interval",
+        args.keepalive_interval,
+        file.keepalive_interval,
+    )
+    .map_or(Some(service::DEFAULT_KEEPALIVE_INTERVAL), |s| {
+        (s > 0).then(|| Duration::from_secs(s))
+    });
+    let keepalive_timeout = match pick(
+        m,
+        "keepalive_timeout",
+        args.keepalive_timeout,
+        file.keepalive_timeout,
+    ) {
+        Some(0) => bail!("--keepalive-timeout must be at least 1 second"),
+        Some(s) => Duration::from_secs(s),
+        None => service::DEFAULT_KEEPALIVE_TIMEOUT,
+    };
+    let max_message_bytes = match pick(
+        m,
+        "max_message_bytes",
+        args.max_message_bytes,
+        file.max_message_bytes,
+    ) {
+        Some(0) => bail!("--max-message-bytes must be at least 1"),
+        Some(n) => n,
+        None => DEFAULT_MAX_MESSAGE_BYTES,
+    };
+    let log_level = pick(m, "log_level", args.log_level, file.log_level.take());
+
+    let settings = Settings {
+        listen,
+        unix,
+        unix_mode,
+        token,
+        tls,
+        insecure,
+        keepalive_interval,
+        keepalive_timeout,
+        max_message_bytes,
+        log_level,
+    };
+    settings.check_exposure()?;
+    Ok(settings)
+}
+
+impl Settings {
+    /// Does a client have to prove who it is (a token, or a certificate)?
+    pub fn authenticates(&self) -> bool {
+        self.token.is_some() || self.tls.as_ref().is_some_and(TlsFiles::mtls)
+    }
+
+    /// Is the TCP listener reachable from other hosts?
+    pub fn exposed(&self) -> bool {
+        self.listen.is_some_and(|a| !a.ip().is_loopback())
+    }
+
+    /// The safe default: no open door to the network by accident.
+    fn check_exposure(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.listen {
+            if self.exposed() && !self.authenticates() && !self.insecure {
+                bail!(
+                    "refusing to listen on {addr} (not loopback) without authentication: \
+                     give a token (--token-file or PROCSHARE_TOKEN) or mTLS (--client-ca), \
+                     or pass --insecure"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Warnings worth a log line once logging is up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(addr) = self.listen.filter(|_| self.exposed()) {
+            if !self.authenticates() {
+                w.push(format!(
+                    "--insecure: anyone who can reach {addr} can read and change every object"
+                ));
+            } else if self.tls.is_none() {
+                w.push(format!(
+                    "{addr} is not loopback and TLS is off: the token and all data travel in \
+                     clear text (add --tls-cert and --tls-key)"
+                ));
+            }
+        }
+        w
+    }
+
+    pub fn server_config(&self) -> service::ServerConfig {
+        service::ServerConfig {
+            max_message_bytes: self.max_message_bytes,
+            token: self.token.clone(),
+            tls: self.tls.clone(),
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            ..service::ServerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str], env_token: Option<&str>) -> anyhow::Result<Settings> {
+        let m = Args::command()
+            .try_get_matches_from(std::iter::once("procshared").chain(argv.iter().copied()))?;
+        let args = Args::from_arg_matches(&m)?;
+        resolve_with_env(args, &m, env_token.map(str::to_owned))
+    }
+
+    fn temp_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "procshared-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn defaults_are_loopback_tcp_without_auth() {
+        let s = settings(&[], None).unwrap();
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert!(s.unix.is_none() && s.token.is_none() && s.tls.is_none());
+        assert_eq!(s.unix_mode, 0o600);
+        assert_eq!(
+            s.keepalive_interval,
+            Some(service::DEFAULT_KEEPALIVE_INTERVAL)
+        );
+    }
+
+    #[test]
+    fn unix_alone_means_no_tcp() {
+        let s = settings(&["--unix", "/tmp/x.sock"], None).unwrap();
+        assert_eq!(s.listen, None);
+        let s = settings(&["--unix", "/tmp/x.sock", "--listen", "127.0.0.1:0"], None).unwrap();
+        assert!(s.listen.is_some() && s.unix.is_some());
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_auth_or_insecure() {
+        let e = settings(&["--listen", "0.0.0.0:0"], None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("refusing to listen on 0.0.0.0:0"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        assert!(settings(&["--listen", "0.0.0.0:0", "--insecure"], None).is_ok());
+        let s = settings(&["--listen", "[::]:0"], Some("tok")).unwrap();
+        assert!(s.authenticates());
+        assert_eq!(s.warnings().len(), 1, "clear-text warning");
+        // IPv6 loopback is loopback.
+        assert!(settings(&["--listen", "[::1]:0"], None).is_ok());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let d = temp_dir();
+        std::fs::write(d.join("token"), "from-file\n").unwrap();
+        let f = d.join("procshared.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.2:7000\"\nunix = \"s.sock\"\nunix_mode = 0o660\n\
+             token_file = \"token\"\nkeepalive_interval = 0\nmax_message_bytes = 1000\n",
+        )
+        .unwrap();
+        let cfg = f.to_str().unwrap();
+        let s = settings(&["--config", cfg], None).unwrap();
+        assert_eq!(s.listen, Some("127.0.0.2:7000".parse().unwrap()));
+        assert_eq!(
+            s.unix.as_deref(),
+            Some(d.join("s.sock").as_path()),
+            "relative to the file"
+        );
+        assert_eq!(s.unix_mode, 0o660);
+        assert!(s.token.as_ref().unwrap().matches(b"from-file"));
+        assert_eq!(s.keepalive_interval, None);
+        assert_eq!(s.max_message_bytes, 1000);
+        let s = settings(
+            &[
+                "--config",
+                cfg,
+                "--listen",
+                "127.0.0.3:1",
+                "--unix-mode",
+                "0600",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.listen, Some("127.0.0.3:1".parse().unwrap()));
+        assert_eq!(s.unix_mode, 0o600);
+    }
+
+    #[test]
+    fn the_example_config_shows_every_key_and_only_real_ones() {
+        let text = include_str!("../../deploy/procshared.toml");
+        // Uncomment every `#key = value` line: the result must parse and set
+        // every option.
+        let uncommented: Vec<&str> = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect();
+        let f = FileConfig::parse(&uncommented.join("\n")).unwrap();
+        let FileConfig {
+            listen,
+            unix,
+            unix_mode,
+            token_file,
+            tls_cert,
+            tls_key,
+            client_ca,
+            insecure,
+            keepalive_interval,
+            keepalive_timeout,
+            max_message_bytes,
+            log_level,
+        } = f;
+        assert!(listen.is_some() && unix.is_some() && unix_mode.is_some());
+        assert!(token_file.is_some() && tls_cert.is_some() && tls_key.is_some());
+        assert!(client_ca.is_some() && insecure.is_some() && log_level.is_some());
+        assert!(keepalive_interval.is_some() && keepalive_timeout.is_some());
+        assert!(max_message_bytes.is_some());
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let d = temp_dir();
+        let f = d.join("bad.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nlisten_typo = 1\n").unwrap();
+        let e = format!(
+            "{:#}",
+            settings(&["--config", f.to_str().unwrap()], None).unwrap_err()
+        );
+        assert!(
+            e.contains("bad.toml") && e.contains("line 2") && e.contains("listen_typo"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = settings(&["--config", "/nonexistent.toml"], None).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent.toml"));
+        let e = settings(&["--tls-cert", "/x"], None).unwrap_err();
+        assert!(e.to_string().contains("--tls-key"), "{e}");
+        let e = settings(&["--client-ca", "/x"], None).unwrap_err();
+        assert!(e.to_string().contains("--tls-cert"), "{e}");
+        assert!(settings(&["--unix-mode", "999"], None).is_err());
+        assert!(settings(&["--keepalive-timeout", "0"], None).is_err());
+    }
+}
