@@ -141,3 +141,33 @@ fn url_comes_from_the_environment() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
 }
+
+#[test]
+fn stats_and_snapshot() {
+    let dir = std::env::temp_dir().join(format!("procshare-cli-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Server::start_with(&["--data-dir", dir.to_str().unwrap(), "--fsync", "always"]);
+    let url = s.url();
+    cli_ok(&url, &["dict", "set", "d", "1", "2"]);
+    let stats: serde_json::Value = serde_json::from_str(&cli_ok(&url, &["stats"])).unwrap();
+    assert_eq!(stats["objects"], 1);
+    assert_eq!(stats["fsync"], "always");
+    assert!(stats["log_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let snap: serde_json::Value = serde_json::from_str(&cli_ok(&url, &["snapshot"])).unwrap();
+    assert_eq!(snap["objects"], 1);
+    let stats: serde_json::Value = serde_json::from_str(&cli_ok(&url, &["stats"])).unwrap();
+    assert_eq!(
+        stats["log_bytes"], 0,
+        "the snapshot covers the whole log: {stats}"
+    );
+    assert_eq!(stats["last_snapshot_seq"], snap["seq"]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Without a data dir: stats work, a snapshot is a clear error.
+    let s = Server::start();
+    let stats: serde_json::Value = serde_json::from_str(&cli_ok(&s.url(), &["stats"])).unwrap();
+    assert!(stats["data_dir"].is_null());
+    let err = cli_fails(&s.url(), &["snapshot"], 1);
+    assert!(err.contains("--data-dir"), "{err}");
+}

@@ -18,12 +18,15 @@ use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use procshare_server::service::{self, TlsFiles, Token};
+use procshare_server::store::persist::{DurableConfig, FsyncPolicy};
 use serde::Deserialize;
 
 /// The default TCP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The default largest message, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Snapshot once the log passes this size.
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 const ENV_HELP: &str = "\
 Precedence: flags, then the --config file, then PROCSHARE_* environment \
@@ -91,6 +94,19 @@ pub struct Args {
     /// used, else `info`.
     #[arg(long, env = "PROCSHARE_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Keep state in DIR (a write-ahead log and snapshots) so it survives
+    /// restarts and crashes. Without it, state lives in memory only.
+    #[arg(long, env = "PROCSHARE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When the log is fsynced: `always` (before every reply: nothing
+    /// acknowledged is lost), `every-second` (a machine crash may lose the
+    /// last second), `never` (the OS decides). [default: every-second]
+    #[arg(long, env = "PROCSHARE_FSYNC", value_name = "POLICY")]
+    pub fsync: Option<FsyncPolicy>,
+    /// Snapshot the state (and drop the log it covers) once the log grows
+    /// past this many bytes. [default: 67108864]
+    #[arg(long, env = "PROCSHARE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
 }
 
 /// A Unix file mode in octal: `0600`, `600` or `0o600`.
@@ -121,6 +137,9 @@ pub struct FileConfig {
     pub keepalive_timeout: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub log_level: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub fsync: Option<String>,
+    pub snapshot_log_bytes: Option<u64>,
 }
 
 /// A file mode in TOML: `0o600` (a number) or `"0600"` (a string).
@@ -161,6 +180,7 @@ impl FileConfig {
             &mut self.tls_cert,
             &mut self.tls_key,
             &mut self.client_ca,
+            &mut self.data_dir,
         ]
         .into_iter()
         .flatten()
@@ -185,6 +205,8 @@ pub struct Settings {
     pub keepalive_timeout: Duration,
     pub max_message_bytes: usize,
     pub log_level: Option<String>,
+    /// The data dir and its policies; `None` for the in-memory store.
+    pub durable: Option<DurableConfig>,
 }
 
 /// Picks a setting: a flag beats the file, the file beats the environment.
@@ -317,6 +339,30 @@ fn resolve_with_env(
         None => DEFAULT_MAX_MESSAGE_BYTES,
     };
     let log_level = pick(m, "log_level", args.log_level, file.log_level.take());
+    let file_fsync = match file.fsync.take() {
+        Some(s) => Some(
+            s.parse::<FsyncPolicy>()
+                .map_err(|e| anyhow::anyhow!("fsync in the config file: {e}"))?,
+        ),
+        None => None,
+    };
+    let fsync = pick(m, "fsync", args.fsync, file_fsync).unwrap_or(FsyncPolicy::EverySecond);
+    let snapshot_log_bytes = match pick(
+        m,
+        "snapshot_log_bytes",
+        args.snapshot_log_bytes,
+        file.snapshot_log_bytes,
+    ) {
+        Some(0) => bail!("--snapshot-log-bytes must be at least 1"),
+        Some(n) => n,
+        None => DEFAULT_SNAPSHOT_LOG_BYTES,
+    };
+    let durable =
+        pick(m, "data_dir", args.data_dir, file.data_dir.take()).map(|dir| DurableConfig {
+            dir,
+            fsync,
+            snapshot_log_bytes,
+        });
 
     let settings = Settings {
         listen,
@@ -329,6 +375,7 @@ fn resolve_with_env(
         keepalive_timeout,
         max_message_bytes,
         log_level,
+        durable,
     };
     settings.check_exposure()?;
     Ok(settings)

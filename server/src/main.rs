@@ -57,7 +57,45 @@ fn announce(line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store: in memory, or recovered from the data dir, with a task that
+/// snapshots it whenever the log has grown past its limit.
+async fn open_store(settings: &config::Settings) -> anyhow::Result<Arc<Store>> {
+    let Some(durable) = &settings.durable else {
+        return Ok(Arc::new(Store::new()));
+    };
+    let (store, recovered) = Store::open_durable(durable.clone())
+        .await
+        .with_context(|| format!("cannot open data dir {}", durable.dir.display()))?;
+    tracing::info!(
+        dir = %durable.dir.display(),
+        fsync = %durable.fsync,
+        objects = recovered.objects,
+        snapshot_seq = ?recovered.snapshot_seq,
+        replayed = recovered.replayed,
+        dropped = recovered.dropped.len(),
+        elapsed_ms = recovered.elapsed.as_millis() as u64,
+        "data dir recovered"
+    );
+    let weak = Arc::downgrade(&store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            let Some(d) = store.durability() else { return };
+            if d.wants_snapshot() {
+                if let Err(e) = d.snapshot(&store).await {
+                    tracing::error!("automatic snapshot failed: {e}");
+                }
+            }
+        }
+    });
+    Ok(store)
+}
+
 async fn run(settings: config::Settings) -> anyhow::Result<()> {
+    // Recover before listening: a client never sees a half-loaded store.
+    let store = open_store(&settings).await?;
     let tcp = match settings.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -85,13 +123,11 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "procshared started");
     let listeners = Listeners { tcp, unix };
-    serve_on(
-        listeners,
-        Arc::new(Store::new()),
-        settings.server_config(),
-        shutdown,
-    )
-    .await?;
+    serve_on(listeners, store.clone(), settings.server_config(), shutdown).await?;
+    if let Some(d) = store.durability() {
+        // Flush and fsync what is left of the log before exiting.
+        d.close();
+    }
     tracing::info!("stopped");
     Ok(())
 }

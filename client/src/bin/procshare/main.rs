@@ -113,6 +113,10 @@ enum Command {
     Condition(waits::ConditionCmd),
     /// Prints an object's kind, waiters and figures as JSON.
     Describe { name: String },
+    /// Asks a server with a data dir to write a snapshot now; prints its figures as JSON.
+    Snapshot,
+    /// Prints server figures as JSON: objects, data dir, log size, last snapshot.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -256,6 +260,16 @@ pub(crate) async fn on(m: &Manager, kind: Kind, name: &str, op: Op) -> Result<R,
         .await?
         .kind
         .ok_or_else(|| Failure::Call(Error::Protocol("result without a kind".into())))
+}
+
+/// Runs one of the server's own operations; its result as JSON text.
+async fn server_op(m: &Manager, op: Op) -> Result<String, Failure> {
+    match m.execute("", op).await?.kind {
+        Some(R::Value(v)) => show(v),
+        other => Err(Failure::Call(Error::Protocol(format!(
+            "unexpected result {other:?}"
+        )))),
+    }
 }
 
 pub(crate) fn print_value(r: R) -> Outcome {
@@ -486,6 +500,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Barrier(c) => waits::barrier(&m, c).await?,
         Command::Condition(c) => waits::condition(&m, c).await?,
         Command::Describe { name } => say(&m.describe(&name).await?.to_string()),
+        Command::Snapshot => say(&server_op(&m, Op::Snapshot(pb::Snapshot {})).await?),
+        Command::Stats => say(&server_op(&m, Op::Stats(pb::Stats {})).await?),
     }
     Ok(())
 }

@@ -49,6 +49,7 @@ pub struct Wal {
     progress: watch::Sender<Progress>,
     /// Bytes in the log files now.
     size: AtomicU64,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -159,12 +160,14 @@ impl Wal {
             })
             .0,
             size: AtomicU64::new(size),
+            writer: Mutex::new(None),
         });
         let writer = wal.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("procshare-wal".into())
             .spawn(move || writer.write_loop(file, policy))
             .map_err(|e| PersistError::io(dir, e))?;
+        *wal.writer.lock() = Some(handle);
         Ok(wal)
     }
 
@@ -236,10 +239,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes out what is pending, fsyncs, and stops the writer.
+    /// Writes out what is pending, fsyncs, and stops the writer; waits for
+    /// it to finish.
     pub fn shutdown(&self) {
         self.pending.lock().shutdown = true;
         self.wake.notify_one();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
     }
 
     fn fail(&self, what: String) {
