@@ -562,12 +562,17 @@ mod tests {
             keepalive_timeout,
             max_message_bytes,
             log_level,
+            data_dir,
+            fsync,
+            snapshot_log_bytes,
         } = f;
         assert!(listen.is_some() && unix.is_some() && unix_mode.is_some());
         assert!(token_file.is_some() && tls_cert.is_some() && tls_key.is_some());
         assert!(client_ca.is_some() && insecure.is_some() && log_level.is_some());
         assert!(keepalive_interval.is_some() && keepalive_timeout.is_some());
         assert!(max_message_bytes.is_some());
+        assert!(data_dir.is_some() && snapshot_log_bytes.is_some());
+        assert!(fsync.is_some_and(|p| p.parse::<FsyncPolicy>().is_ok()));
     }
 
     #[test]
