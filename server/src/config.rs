@@ -19,6 +19,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use procshare_server::service::{self, TlsFiles, Token};
 use procshare_server::store::persist::{DurableConfig, FsyncPolicy};
+use procshare_server::store::StoreLimits;
 use serde::Deserialize;
 
 /// The default TCP listen address.
@@ -107,6 +108,29 @@ pub struct Args {
     /// past this many bytes. [default: 67108864]
     #[arg(long, env = "PROCSHARE_SNAPSHOT_LOG_BYTES", value_name = "BYTES")]
     pub snapshot_log_bytes: Option<u64>,
+    /// The longest lease a client may ask for, in seconds (a client's lease
+    /// is 5 s unless it asks). [default: 300]
+    #[arg(long, env = "PROCSHARE_MAX_LEASE_SECS", value_name = "SECS")]
+    pub max_lease_secs: Option<f64>,
+    /// Live sessions (connected clients) at once. [default: 100000]
+    #[arg(long, env = "PROCSHARE_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Calls blocked in a wait at once, over all clients. [default: 100000]
+    #[arg(long, env = "PROCSHARE_MAX_WAITERS", value_name = "N")]
+    pub max_waiters: Option<usize>,
+    /// Largest operation (its keys and values), encoded. [default: 1048576]
+    #[arg(long, env = "PROCSHARE_MAX_VALUE_BYTES", value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Objects on the server at once. [default: 1000000]
+    #[arg(long, env = "PROCSHARE_MAX_OBJECTS", value_name = "N")]
+    pub max_objects: Option<usize>,
+    /// Items in one queue, whatever its maxsize. [default: 1000000]
+    #[arg(long, env = "PROCSHARE_MAX_QUEUE_LEN", value_name = "N")]
+    pub max_queue_len: Option<usize>,
+    /// Testing only: every Nth mutation is applied but its reply is replaced
+    /// by UNAVAILABLE, as if it were lost on the way.
+    #[arg(long, hide = true, value_name = "N")]
+    pub fault_drop_replies: Option<u64>,
 }
 
 /// A Unix file mode in octal: `0600`, `600` or `0o600`.
@@ -140,6 +164,12 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub fsync: Option<String>,
     pub snapshot_log_bytes: Option<u64>,
+    pub max_lease_secs: Option<f64>,
+    pub max_sessions: Option<usize>,
+    pub max_waiters: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub max_objects: Option<usize>,
+    pub max_queue_len: Option<usize>,
 }
 
 /// A file mode in TOML: `0o600` (a number) or `"0600"` (a string).
@@ -207,6 +237,9 @@ pub struct Settings {
     pub log_level: Option<String>,
     /// The data dir and its policies; `None` for the in-memory store.
     pub durable: Option<DurableConfig>,
+    pub store_limits: StoreLimits,
+    pub session_limits: service::SessionLimits,
+    pub service_limits: service::ServiceLimits,
 }
 
 /// Picks a setting: a flag beats the file, the file beats the environment.
@@ -364,6 +397,63 @@ fn resolve_with_env(
             snapshot_log_bytes,
         });
 
+    let positive = |what: &str, n: Option<usize>, default: usize| -> anyhow::Result<usize> {
+        match n {
+            Some(0) => bail!("--{what} must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let store_defaults = StoreLimits::default();
+    let store_limits = StoreLimits {
+        max_objects: positive(
+            "max-objects",
+            pick(m, "max_objects", args.max_objects, file.max_objects),
+            store_defaults.max_objects,
+        )?,
+        max_queue_len: positive(
+            "max-queue-len",
+            pick(m, "max_queue_len", args.max_queue_len, file.max_queue_len),
+            store_defaults.max_queue_len,
+        )?,
+    };
+    let mut session_limits = service::SessionLimits::default();
+    session_limits.max_sessions = positive(
+        "max-sessions",
+        pick(m, "max_sessions", args.max_sessions, file.max_sessions),
+        session_limits.max_sessions,
+    )?;
+    if let Some(secs) = pick(
+        m,
+        "max_lease_secs",
+        args.max_lease_secs,
+        file.max_lease_secs,
+    ) {
+        if !(secs.is_finite() && secs >= 1.0) {
+            bail!("--max-lease-secs must be at least 1, not {secs}");
+        }
+        session_limits.max_lease = Duration::from_secs_f64(secs);
+        session_limits.default_lease = session_limits.default_lease.min(session_limits.max_lease);
+    }
+    let service_defaults = service::ServiceLimits::default();
+    let service_limits = service::ServiceLimits {
+        max_waiters: positive(
+            "max-waiters",
+            pick(m, "max_waiters", args.max_waiters, file.max_waiters),
+            service_defaults.max_waiters,
+        )?,
+        max_value_bytes: positive(
+            "max-value-bytes",
+            pick(
+                m,
+                "max_value_bytes",
+                args.max_value_bytes,
+                file.max_value_bytes,
+            ),
+            service_defaults.max_value_bytes,
+        )?,
+        fault_drop_replies: args.fault_drop_replies.unwrap_or(0),
+    };
     let settings = Settings {
         listen,
         unix,
@@ -376,6 +466,9 @@ fn resolve_with_env(
         max_message_bytes,
         log_level,
         durable,
+        store_limits,
+        session_limits,
+        service_limits,
     };
     settings.check_exposure()?;
     Ok(settings)
@@ -431,6 +524,8 @@ impl Settings {
             tls: self.tls.clone(),
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
+            sessions: self.session_limits.clone(),
+            limits: self.service_limits.clone(),
             ..service::ServerConfig::default()
         }
     }
@@ -565,6 +660,12 @@ mod tests {
             data_dir,
             fsync,
             snapshot_log_bytes,
+            max_lease_secs,
+            max_sessions,
+            max_waiters,
+            max_value_bytes,
+            max_objects,
+            max_queue_len,
         } = f;
         assert!(listen.is_some() && unix.is_some() && unix_mode.is_some());
         assert!(token_file.is_some() && tls_cert.is_some() && tls_key.is_some());
@@ -572,6 +673,8 @@ mod tests {
         assert!(keepalive_interval.is_some() && keepalive_timeout.is_some());
         assert!(max_message_bytes.is_some());
         assert!(data_dir.is_some() && snapshot_log_bytes.is_some());
+        assert!(max_lease_secs.is_some() && max_sessions.is_some() && max_waiters.is_some());
+        assert!(max_value_bytes.is_some() && max_objects.is_some() && max_queue_len.is_some());
         assert!(fsync.is_some_and(|p| p.parse::<FsyncPolicy>().is_ok()));
     }
 

@@ -61,9 +61,9 @@ fn announce(line: &str) -> anyhow::Result<()> {
 /// snapshots it whenever the log has grown past its limit.
 async fn open_store(settings: &config::Settings) -> anyhow::Result<Arc<Store>> {
     let Some(durable) = &settings.durable else {
-        return Ok(Arc::new(Store::new()));
+        return Ok(Arc::new(Store::with_limits(settings.store_limits.clone())));
     };
-    let (store, recovered) = Store::open_durable(durable.clone())
+    let (store, recovered) = Store::open_durable(durable.clone(), settings.store_limits.clone())
         .await
         .with_context(|| format!("cannot open data dir {}", durable.dir.display()))?;
     tracing::info!(

@@ -1,36 +1,155 @@
 //! The gRPC service: turns requests into store operations and results back
-//! into responses. All three entry points end in [`Store::apply`].
+//! into responses. Every operation, unary or batched, goes through
+//! [`Service::run`] and ends in [`Store::apply`].
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use procshare_proto::{self as pb, procshare_server::Procshare, response::Outcome};
+use procshare_proto::{self as pb, op::Kind as Op, procshare_server::Procshare, response::Outcome};
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::session::{Begin, Session, Sessions};
 use super::status::{to_status, to_wire};
-use crate::store::{Caller, Store, StoreError};
+use crate::store::{is_read_only, may_wait, Caller, Store, StoreError};
 
 /// Longest client id accepted, in bytes.
 const MAX_CLIENT_ID_LEN: usize = 255;
 
+/// Limits the service enforces before an operation reaches the store.
+#[derive(Debug, Clone)]
+pub struct ServiceLimits {
+    /// Calls blocked in a wait at once, over all clients.
+    pub max_waiters: usize,
+    /// Largest operation (its values and keys), encoded, in bytes.
+    pub max_value_bytes: usize,
+    /// Testing only: every Nth mutation is applied but its reply is replaced
+    /// by UNAVAILABLE, as if the reply were lost (0: never).
+    pub fault_drop_replies: u64,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        ServiceLimits {
+            max_waiters: 100_000,
+            max_value_bytes: 1024 * 1024,
+            fault_drop_replies: 0,
+        }
+    }
+}
+
 pub struct Service {
     store: Arc<Store>,
+    sessions: Arc<Sessions>,
+    limits: ServiceLimits,
     /// Cancelled when the server shuts down, so that calls blocked in a wait
     /// end (with UNAVAILABLE) instead of holding the shutdown up.
     shutdown: CancellationToken,
+    waiting: AtomicUsize,
+    mutations: AtomicU64,
+}
+
+/// Counts a blocked call against `max_waiters` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
-        Service { store, shutdown }
+    pub fn new(
+        store: Arc<Store>,
+        sessions: Arc<Sessions>,
+        limits: ServiceLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Service {
+            store,
+            sessions,
+            limits,
+            shutdown,
+            waiting: AtomicUsize::new(0),
+            mutations: AtomicU64::new(0),
+        }
     }
 
-    async fn apply(&self, caller: &Caller, op: Option<pb::Op>) -> Result<pb::OpResult, StoreError> {
+    fn enter_wait(&self) -> Result<Waiting<'_>, StoreError> {
+        let n = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let guard = Waiting(&self.waiting);
+        if n >= self.limits.max_waiters {
+            return Err(StoreError::ResourceExhausted(format!(
+                "{} calls are already waiting, the server's limit (--max-waiters)",
+                self.limits.max_waiters
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// Runs one operation for `caller`: limits, de-duplication of a retried
+    /// mutation, cancellation when the server stops or the session ends.
+    async fn run(
+        &self,
+        caller: &Caller,
+        session: Option<&Session>,
+        request_id: u64,
+        op: Option<pb::Op>,
+    ) -> Result<pb::OpResult, StoreError> {
         let op = op.ok_or_else(|| StoreError::InvalidArgument("request has no op".into()))?;
-        tokio::select! {
+        let Some(kind) = &op.kind else {
+            return Err(StoreError::InvalidArgument("op has no kind".into()));
+        };
+        if let Op::Sessions(_) = kind {
+            return Ok(self.sessions.describe());
+        }
+        let size = op.encoded_len();
+        if size > self.limits.max_value_bytes {
+            return Err(StoreError::ResourceExhausted(format!(
+                "the operation is {size} bytes; this server takes at most {} (--max-value-bytes)",
+                self.limits.max_value_bytes
+            )));
+        }
+        let attempt = match session.filter(|_| request_id != 0 && !is_read_only(kind)) {
+            None => None,
+            Some(s) => match s.begin(request_id) {
+                Begin::New(a) => Some(a),
+                Begin::Seen(mut rx) => {
+                    // A retry: answer with the first attempt's outcome.
+                    return match rx.wait_for(Option::is_some).await {
+                        Ok(o) => o
+                            .clone()
+                            .unwrap_or_else(|| Err(StoreError::Internal("no outcome".into()))),
+                        Err(_) => Err(StoreError::Unavailable(
+                            "the first attempt of this request was cancelled; retry it".into(),
+                        )),
+                    };
+                }
+            },
+        };
+        let _waiting = if may_wait(kind) {
+            Some(self.enter_wait()?)
+        } else {
+            None
+        };
+        let never = CancellationToken::new();
+        let ended = session.map_or(&never, |s| &s.ended);
+        let outcome = tokio::select! {
             r = self.store.apply(caller, op) => r,
             _ = self.shutdown.cancelled() => Err(StoreError::Unavailable("the server is shutting down".into())),
+            _ = ended.cancelled() => Err(StoreError::SessionExpired("the session ended while this call waited".into())),
+        };
+        if let Some(a) = attempt {
+            a.finish(&outcome);
         }
+        outcome
+    }
+
+    /// Testing only: whether to pretend this mutation's reply was lost.
+    fn drop_reply(&self, mutated: bool) -> bool {
+        let every = self.limits.fault_drop_replies;
+        mutated && every > 0 && self.mutations.fetch_add(1, Ordering::Relaxed) % every == every - 1
     }
 }
 
@@ -46,6 +165,12 @@ fn caller(client_id: String, task_id: String) -> Result<Caller, Status> {
     Ok(Caller { client_id, task_id })
 }
 
+fn peer<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unix".to_owned(), |a| a.to_string())
+}
+
 #[tonic::async_trait]
 impl Procshare for Service {
     async fn ping(
@@ -55,6 +180,44 @@ impl Procshare for Service {
         Ok(Response::new(pb::PingResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
+    }
+
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let peer = peer(&request);
+        let r = request.into_inner();
+        let s = self
+            .sessions
+            .open(r.ttl_secs, r.client_name, peer)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::OpenSessionResponse {
+            session_id: s.id.clone(),
+            ttl_secs: s.ttl().as_secs_f64(),
+        }))
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        let s = self
+            .sessions
+            .keep_alive(&request.into_inner().session_id)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::KeepAliveResponse {
+            ttl_secs: s.ttl().as_secs_f64(),
+        }))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        self.sessions
+            .end(&request.into_inner().session_id, "closed by its client");
+        Ok(Response::new(pb::CloseSessionResponse {}))
     }
 
     async fn execute(
@@ -68,7 +231,18 @@ impl Procshare for Service {
             task_id,
         } = request.into_inner();
         let caller = caller(client_id, task_id)?;
-        match self.apply(&caller, op).await {
+        let session = self
+            .sessions
+            .resolve(&caller.client_id)
+            .map_err(|e| to_status(&e))?;
+        let mutates = op
+            .as_ref()
+            .and_then(|o| o.kind.as_ref())
+            .is_some_and(|k| !is_read_only(k));
+        match self.run(&caller, session.as_deref(), request_id, op).await {
+            Ok(_) if self.drop_reply(mutates) => Err(Status::unavailable(
+                "injected fault: the reply was dropped after the operation was applied",
+            )),
             Ok(result) => Ok(Response::new(pb::Response {
                 request_id,
                 outcome: Some(Outcome::Ok(result)),
@@ -99,13 +273,19 @@ impl Procshare for Service {
                 r.client_id
             };
             let caller = caller(client_id, r.task_id)?;
-            let outcome = match self.apply(&caller, r.op).await {
-                Ok(result) => Outcome::Ok(result),
-                Err(e) => Outcome::Error(to_wire(&e)),
+            let outcome = match self.sessions.resolve(&caller.client_id) {
+                Err(e) => Err(e),
+                Ok(session) => {
+                    self.run(&caller, session.as_deref(), r.request_id, r.op)
+                        .await
+                }
             };
             responses.push(pb::Response {
                 request_id: r.request_id,
-                outcome: Some(outcome),
+                outcome: Some(match outcome {
+                    Ok(result) => Outcome::Ok(result),
+                    Err(e) => Outcome::Error(to_wire(&e)),
+                }),
             });
         }
         Ok(Response::new(pb::BatchResponse { responses }))

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod grpc;
+pub mod session;
 pub mod status;
 pub mod tls;
 pub mod unix;
@@ -34,6 +35,8 @@ pub use tls::{TlsError, TlsFiles};
 pub use unix::UnixSocket;
 
 use crate::store::Store;
+pub use grpc::ServiceLimits;
+pub use session::{SessionLimits, Sessions};
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -52,6 +55,10 @@ pub struct ServerConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long to wait for a PING's answer before closing the connection.
     pub keepalive_timeout: Duration,
+    /// Lease bounds and the session limit.
+    pub sessions: SessionLimits,
+    /// Waiter, value-size limits (and fault injection, for tests).
+    pub limits: ServiceLimits,
 }
 
 /// Default HTTP/2 keepalive interval of the server.
@@ -68,6 +75,8 @@ impl Default for ServerConfig {
             tls: None,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            sessions: SessionLimits::default(),
+            limits: ServiceLimits::default(),
         }
     }
 }
@@ -104,7 +113,10 @@ fn routes(
     >,
 ) -> Routes {
     let auth = Auth::new(config.token.clone());
-    let procshare = ProcshareServer::new(grpc::Service::new(store, cancel))
+    let sessions = Sessions::new(store.clone(), config.sessions.clone());
+    sessions.spawn_reaper(cancel.clone());
+    let service = grpc::Service::new(store, sessions, config.limits.clone(), cancel);
+    let procshare = ProcshareServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let mut routes =

@@ -24,6 +24,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         }
         ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::SessionExpired => Code::NotFound,
         ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
     }
 }

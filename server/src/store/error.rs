@@ -44,6 +44,12 @@ pub enum StoreError {
     /// The server cannot serve the call now (it is shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// The session named by the request is gone; what it held was given back.
+    #[error("{0}")]
+    SessionExpired(String),
+    /// A server limit was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug in the server, reported instead of a panic.
     #[error("internal error: {0}")]
     Internal(String),
@@ -64,6 +70,8 @@ impl StoreError {
             StoreError::BrokenBarrier(_) => ErrorKind::BrokenBarrier,
             StoreError::Unimplemented(_) => ErrorKind::Unimplemented,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::SessionExpired(_) => ErrorKind::SessionExpired,
+            StoreError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             StoreError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -100,9 +100,12 @@ enum Family {
 impl Family {
     fn of(op: &Op) -> Family {
         match op {
-            Op::Open(_) | Op::Delete(_) | Op::ListObjects(_) | Op::Snapshot(_) | Op::Stats(_) => {
-                Family::Manager
-            }
+            Op::Open(_)
+            | Op::Delete(_)
+            | Op::ListObjects(_)
+            | Op::Snapshot(_)
+            | Op::Stats(_)
+            | Op::Sessions(_) => Family::Manager,
             Op::Describe(_) => Family::Any,
             Op::DictGet(_)
             | Op::DictSet(_)
@@ -225,7 +228,12 @@ impl Object {
     }
 
     /// A new object of `kind`; `lock` is the lock a condition binds to.
-    fn new(kind: Kind, open: pb::Open, lock: Option<Arc<lock::Lock>>) -> Result<Object> {
+    fn new(
+        kind: Kind,
+        open: pb::Open,
+        lock: Option<Arc<lock::Lock>>,
+        limits: &StoreLimits,
+    ) -> Result<Object> {
         Ok(match kind {
             Kind::Dict => Object::Dict(Default::default()),
             Kind::List => Object::List(Default::default()),
@@ -246,8 +254,12 @@ impl Object {
                 open.size,
                 wait::timeout_from_secs(open.timeout_secs)?,
             )?),
-            Kind::Queue => Object::Queue(queue::Queue::new(open.size, false)),
-            Kind::JoinableQueue => Object::Queue(queue::Queue::new(open.size, true)),
+            Kind::Queue => {
+                Object::Queue(queue::Queue::new(open.size, false).limited(limits.max_queue_len))
+            }
+            Kind::JoinableQueue => {
+                Object::Queue(queue::Queue::new(open.size, true).limited(limits.max_queue_len))
+            }
             Kind::Namespace => Object::Namespace(Default::default()),
             Kind::Array => {
                 Object::Array(array::Array::new(array_type(open.array_type)?, open.size)?)
@@ -321,6 +333,57 @@ fn array_type(t: i32) -> Result<ArrayType> {
         .map_err(|_| StoreError::InvalidArgument(format!("unknown array type {t}")))
 }
 
+/// Whether `op` only reads: its retry needs no de-duplication.
+pub fn is_read_only(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::ListObjects(_)
+            | Op::Describe(_)
+            | Op::Stats(_)
+            | Op::Sessions(_)
+            | Op::DictGet(_)
+            | Op::DictContains(_)
+            | Op::DictLen(_)
+            | Op::DictKeys(_)
+            | Op::DictValues(_)
+            | Op::DictItems(_)
+            | Op::ListGet(_)
+            | Op::ListIndex(_)
+            | Op::ListCount(_)
+            | Op::ListLen(_)
+            | Op::ListRange(_)
+            | Op::ListSnapshot(_)
+            | Op::ValueGet(_)
+            | Op::LockLocked(_)
+            | Op::SemaphoreValue(_)
+            | Op::EventIsSet(_)
+            | Op::EventWait(_)
+            | Op::QueueJoin(_)
+            | Op::NamespaceGet(_)
+            | Op::NamespaceLoad(_)
+            | Op::ArrayGet(_)
+            | Op::ArrayGetRange(_)
+            | Op::PipePoll(_)
+    )
+}
+
+/// Whether `op` may wait (a blocked call counts against the waiter limit).
+pub fn may_wait(op: &Op) -> bool {
+    match op {
+        Op::LockAcquire(o) => o.blocking,
+        Op::SemaphoreAcquire(o) => o.blocking,
+        Op::QueuePut(o) => o.blocking,
+        Op::QueueGet(o) => o.blocking,
+        Op::PipePoll(o) => o.timeout_secs.is_some(),
+        Op::ConditionWait(_)
+        | Op::EventWait(_)
+        | Op::BarrierWait(_)
+        | Op::QueueJoin(_)
+        | Op::PipeRecv(_) => true,
+        _ => false,
+    }
+}
+
 /// What an object module answers when dispatch hands it a foreign operation.
 /// Dispatch checks kinds first, so this is a server bug, reported as such.
 fn misrouted(name: &str, op: &Op) -> StoreError {
@@ -362,17 +425,52 @@ impl std::ops::Deref for Stored {
     }
 }
 
+/// Server limits the store enforces.
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    pub max_objects: usize,
+    /// Items in one queue, whatever its maxsize.
+    pub max_queue_len: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_objects: 1_000_000,
+            max_queue_len: 1_000_000,
+        }
+    }
+}
+
 /// Every shared object, by name.
-#[derive(Default)]
 pub struct Store {
     objects: DashMap<String, Arc<Stored>>,
     /// The data dir's log and snapshots; `None` for the in-memory store.
     durable: Option<Arc<persist::Durability>>,
+    limits: StoreLimits,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            objects: DashMap::new(),
+            durable: None,
+            limits: StoreLimits::default(),
+        }
+    }
 }
 
 impl Store {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An in-memory store with these limits.
+    pub fn with_limits(limits: StoreLimits) -> Self {
+        Store {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// Applies one operation on behalf of `caller`. This is the only way in:
@@ -414,6 +512,11 @@ impl Store {
         match op {
             Op::ListObjects(_) => return Ok(self.list_objects()),
             Op::Stats(_) => return Ok(self.stats()),
+            Op::Sessions(_) => {
+                return Err(StoreError::Unimplemented(
+                    "sessions are listed by the service, not the store".into(),
+                ))
+            }
             Op::Snapshot(_) => return Err(StoreError::InvalidArgument(
                 "snapshot: this server keeps its state in memory only (start it with --data-dir)"
                     .into(),
@@ -485,6 +588,9 @@ impl Store {
         } else {
             None
         };
+        // Counted before taking the entry: counting takes every shard's lock,
+        // and the entry holds one of them.
+        let full = self.objects.len() >= self.limits.max_objects;
         match self.objects.entry(name) {
             Entry::Occupied(e) => {
                 check_kind(e.key(), e.get(), kind)?;
@@ -497,7 +603,13 @@ impl Store {
                     initial: None,
                     ..open.clone()
                 };
-                let object = Object::new(kind, open, lock)?;
+                if full {
+                    return Err(StoreError::ResourceExhausted(format!(
+                        "this server holds at most {} objects (--max-objects)",
+                        self.limits.max_objects
+                    )));
+                }
+                let object = Object::new(kind, open, lock, &self.limits)?;
                 rec.commit();
                 tracing::debug!(name = %e.key(), kind = kind_name(kind), "created");
                 e.insert(Arc::new(Stored {

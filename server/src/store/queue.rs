@@ -21,6 +21,8 @@ use super::wait::{timeout_from_secs, until, Waiters};
 pub struct Queue {
     /// 0: unbounded.
     maxsize: usize,
+    /// The server's limit on any queue's length.
+    max_len: usize,
     joinable: bool,
     state: Mutex<State>,
     not_empty: Notify,
@@ -40,6 +42,7 @@ impl Queue {
     pub fn new(maxsize: u64, joinable: bool) -> Self {
         Queue {
             maxsize: usize::try_from(maxsize).unwrap_or(usize::MAX),
+            max_len: usize::MAX,
             joinable,
             state: Mutex::default(),
             not_empty: Notify::new(),
@@ -47,6 +50,12 @@ impl Queue {
             all_done: Notify::new(),
             waiters: Waiters::default(),
         }
+    }
+
+    /// The same queue under the server's length limit.
+    pub fn limited(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 
     pub fn is_joinable(&self) -> bool {
@@ -85,6 +94,13 @@ impl Queue {
             Op::QueuePut(o) => {
                 let timeout = timeout_from_secs(o.timeout_secs)?;
                 let mut value = Some(Val::required(o.value, "value")?);
+                if self.state.lock().items.len() >= self.max_len {
+                    return Err(StoreError::ResourceExhausted(format!(
+                        "{} {name:?} holds {} items, the server's limit (--max-queue-len)",
+                        self.kind_name(),
+                        self.max_len
+                    )));
+                }
                 let put = if o.blocking {
                     until(&self.not_full, &self.waiters, timeout, || {
                         self.try_put(&mut value, rec)

@@ -134,14 +134,15 @@ impl Store {
                 ))
             }
             (Kind::Event, Some(State::Event(flag))) => Object::Event(event::Event::restore(flag)),
-            (Kind::Queue | Kind::JoinableQueue, Some(State::Queue(q))) => {
-                Object::Queue(queue::Queue::restore(
+            (Kind::Queue | Kind::JoinableQueue, Some(State::Queue(q))) => Object::Queue(
+                queue::Queue::restore(
                     open.size,
                     kind == Kind::JoinableQueue,
                     vals(q.items)?,
                     q.unfinished,
-                ))
-            }
+                )
+                .limited(self.limits.max_queue_len),
+            ),
             (Kind::Namespace, Some(State::Namespace(m))) => {
                 Object::Namespace(namespace::Namespace::restore(pairs(m)?))
             }
@@ -156,10 +157,10 @@ impl Store {
                 } else {
                     Some(self.lock_for_condition(&open.lock)?)
                 };
-                Object::new(kind, open.clone(), lock)?
+                Object::new(kind, open.clone(), lock, &self.limits)?
             }
             (Kind::Lock | Kind::Rlock | Kind::Barrier | Kind::Pipe, None) => {
-                Object::new(kind, open.clone(), None)?
+                Object::new(kind, open.clone(), None, &self.limits)?
             }
             (kind, state) => {
                 return Err(StoreError::InvalidArgument(format!(

@@ -209,6 +209,7 @@ impl Store {
     /// for traffic, and what recovery did.
     pub async fn open_durable(
         config: DurableConfig,
+        limits: super::StoreLimits,
     ) -> Result<(Arc<Store>, Recovered), PersistError> {
         let started = std::time::Instant::now();
         let dir = config.dir.clone();
@@ -224,7 +225,7 @@ impl Store {
             return Err(PersistError::Locked(dir));
         }
         let mut recovered = Recovered::default();
-        let store = Store::new();
+        let store = Store::with_limits(limits.clone());
         let mut skip_before: HashMap<String, u64> = HashMap::new();
         let mut next_seq = 1;
         if let Some(snap) = snapshot::read(&dir)? {
@@ -299,6 +300,7 @@ impl Store {
             _lock: lock,
         });
         let store = Arc::new(Store {
+            limits,
             objects: store.objects,
             durable: Some(durable),
         });
@@ -480,10 +482,14 @@ mod tests {
     #[tokio::test]
     async fn state_survives_a_restart_through_the_log() {
         let dir = TempDir::new("log");
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         fill(&store).await;
         drop(store);
-        let (store, recovered) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, recovered) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         assert!(recovered.replayed > 0);
         assert!(recovered.dropped.is_empty());
         check(&store).await;
@@ -492,7 +498,9 @@ mod tests {
     #[tokio::test]
     async fn state_survives_through_a_snapshot_and_the_log_after_it() {
         let dir = TempDir::new("snap");
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         fill(&store).await;
         run(&store, "", Op::Snapshot(pb::Snapshot {})).await;
         run(
@@ -505,7 +513,9 @@ mod tests {
         )
         .await;
         drop(store);
-        let (store, recovered) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, recovered) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         assert!(recovered.snapshot_seq.is_some());
         assert_eq!(recovered.replayed, 1, "only the record after the snapshot");
         let got = run(&store, "d", Op::DictGet(pb::DictGet { key: int(1) })).await;
@@ -520,7 +530,9 @@ mod tests {
         )
         .await;
         drop(store);
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         let got = run(&store, "d", Op::DictGet(pb::DictGet { key: int(1) })).await;
         assert_eq!(as_maybe(got), Some(Val::Int(0)));
     }
@@ -528,7 +540,9 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_off_and_the_rest_kept() {
         let dir = TempDir::new("torn");
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         run(
             &store,
             "v",
@@ -548,7 +562,9 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
-        let (store, recovered) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, recovered) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         assert_eq!(recovered.dropped.len(), 1, "{:?}", recovered.dropped);
         let got = run(&store, "v", Op::ValueGet(pb::ValueGet {})).await;
         assert_eq!(as_value(got), Val::Int(7));
@@ -557,7 +573,9 @@ mod tests {
     #[tokio::test]
     async fn a_flipped_byte_drops_that_record_and_after() {
         let dir = TempDir::new("flip");
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         run(
             &store,
             "v",
@@ -575,7 +593,9 @@ mod tests {
         let n = bytes.len();
         bytes[n - 2] ^= 0xff;
         std::fs::write(&last, &bytes).unwrap();
-        let (store, recovered) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, recovered) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         assert_eq!(recovered.dropped.len(), 1);
         let got = run(&store, "v", Op::ValueGet(pb::ValueGet {})).await;
         assert_eq!(as_value(got), Val::Int(1), "never half a record");
@@ -584,7 +604,9 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_snapshot_is_refused() {
         let dir = TempDir::new("badsnap");
-        let (store, _) = Store::open_durable(config(&dir)).await.unwrap();
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
         fill(&store).await;
         run(&store, "", Op::Snapshot(pb::Snapshot {})).await;
         drop(store);
@@ -593,7 +615,7 @@ mod tests {
         let n = bytes.len();
         bytes[n / 2] ^= 0x55;
         std::fs::write(&p, &bytes).unwrap();
-        let err = Store::open_durable(config(&dir))
+        let err = Store::open_durable(config(&dir), Default::default())
             .await
             .err()
             .expect("refused");
@@ -603,8 +625,10 @@ mod tests {
     #[tokio::test]
     async fn one_data_dir_one_server() {
         let dir = TempDir::new("lock");
-        let (_store, _) = Store::open_durable(config(&dir)).await.unwrap();
-        let err = Store::open_durable(config(&dir))
+        let (_store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
+        let err = Store::open_durable(config(&dir), Default::default())
             .await
             .err()
             .expect("locked");

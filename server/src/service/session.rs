@@ -1,0 +1,429 @@
+//! Sessions and leases: what makes a dead client's locks come free.
+//!
+//! A client opens a session with a lease and keeps it alive (every call on
+//! it counts too). When the lease runs out (the client was killed or cut
+//! off) or the client closes it, the session ends: the store gives back
+//! every lock, RLock and semaphore permit it held, and its blocked calls are
+//! cancelled, so other clients' waiters go on.
+//!
+//! A session also remembers the outcome of its recent mutations by request
+//! id, so that a retry after a lost reply is answered, not applied again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use procshare_proto as pb;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::val::Val;
+use crate::store::{Store, StoreError};
+
+/// How many recent mutation outcomes a session remembers for retries.
+const RECENT: usize = 1024;
+
+/// Session ids start with this, so that an id the server does not know can
+/// be told from a client id that never was a session.
+pub const SESSION_PREFIX: &str = "s-";
+
+type Outcome = Result<pb::OpResult, StoreError>;
+
+/// Lease bounds and limits.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub default_lease: Duration,
+    pub min_lease: Duration,
+    pub max_lease: Duration,
+    pub max_sessions: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            default_lease: Duration::from_secs(5),
+            min_lease: Duration::from_millis(200),
+            max_lease: Duration::from_secs(300),
+            max_sessions: 100_000,
+        }
+    }
+}
+
+pub struct Session {
+    pub id: String,
+    pub name: String,
+    pub peer: String,
+    created: Instant,
+    ttl: Duration,
+    expires: Mutex<Instant>,
+    /// Cancelled when the session ends: its blocked calls stop waiting.
+    pub ended: CancellationToken,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<u64>,
+    outcomes: HashMap<u64, watch::Receiver<Option<Outcome>>>,
+}
+
+/// The first attempt of a request: publishes its outcome for retries.
+pub struct Attempt<'a> {
+    session: &'a Session,
+    request_id: u64,
+    tx: Option<watch::Sender<Option<Outcome>>>,
+}
+
+impl Attempt<'_> {
+    pub fn finish(mut self, outcome: &Outcome) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(outcome.clone()));
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        // Dropped unfinished (its caller went away): the operation did not
+        // happen, so a retry must run it rather than wait for this one.
+        if self.tx.is_some() {
+            self.session.recent.lock().outcomes.remove(&self.request_id);
+        }
+    }
+}
+
+pub enum Begin<'a> {
+    /// First time: run it, then [`Attempt::finish`].
+    New(Attempt<'a>),
+    /// A retry: this is (or will be) the first attempt's outcome.
+    Seen(watch::Receiver<Option<Outcome>>),
+}
+
+impl Session {
+    fn touch(&self) {
+        *self.expires.lock() = Instant::now() + self.ttl;
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        *self.expires.lock() <= now
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Looks up `request_id` among recent mutations.
+    pub fn begin(&self, request_id: u64) -> Begin<'_> {
+        let mut recent = self.recent.lock();
+        if let Some(rx) = recent.outcomes.get(&request_id) {
+            return Begin::Seen(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        recent.outcomes.insert(request_id, rx);
+        recent.order.push_back(request_id);
+        while recent.order.len() > RECENT {
+            if let Some(old) = recent.order.pop_front() {
+                recent.outcomes.remove(&old);
+            }
+        }
+        Begin::New(Attempt {
+            session: self,
+            request_id,
+            tx: Some(tx),
+        })
+    }
+}
+
+/// Every live session.
+pub struct Sessions {
+    store: Arc<Store>,
+    limits: SessionLimits,
+    live: DashMap<String, Arc<Session>>,
+    next: AtomicU64,
+}
+
+fn new_session_id(n: u64) -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut h2 = RandomState::new().build_hasher();
+    h2.write_u64(h.finish());
+    format!("{SESSION_PREFIX}{:016x}{:016x}", h.finish(), h2.finish())
+}
+
+impl Sessions {
+    pub fn new(store: Arc<Store>, limits: SessionLimits) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            store,
+            limits,
+            live: DashMap::new(),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Opens a session with a lease of `ttl_secs` (0: the default), bounded.
+    pub fn open(
+        &self,
+        ttl_secs: f64,
+        name: String,
+        peer: String,
+    ) -> Result<Arc<Session>, StoreError> {
+        if !(ttl_secs.is_finite() && ttl_secs >= 0.0) {
+            return Err(StoreError::InvalidArgument(format!(
+                "a lease is a finite number of seconds >= 0, not {ttl_secs}"
+            )));
+        }
+        if self.live.len() >= self.limits.max_sessions {
+            return Err(StoreError::ResourceExhausted(format!(
+                "this server allows {} sessions (--max-sessions)",
+                self.limits.max_sessions
+            )));
+        }
+        let ttl = if ttl_secs == 0.0 {
+            self.limits.default_lease
+        } else {
+            Duration::from_secs_f64(ttl_secs.min(self.limits.max_lease.as_secs_f64()))
+                .max(self.limits.min_lease)
+        };
+        let id = new_session_id(self.next.fetch_add(1, Ordering::Relaxed));
+        let name = name.chars().filter(|c| !c.is_control()).take(128).collect();
+        let session = Arc::new(Session {
+            id: id.clone(),
+            name,
+            peer,
+            created: Instant::now(),
+            ttl,
+            expires: Mutex::new(Instant::now() + ttl),
+            ended: CancellationToken::new(),
+            recent: Mutex::new(Recent::default()),
+        });
+        self.live.insert(id.clone(), session.clone());
+        tracing::debug!(session = %id, ttl_ms = ttl.as_millis() as u64, "session opened");
+        Ok(session)
+    }
+
+    /// The session a request names, kept alive by the request: `None` for a
+    /// client id that is not a session (a client without a lease), an error
+    /// for a session that has ended.
+    pub fn resolve(&self, client_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        if !client_id.starts_with(SESSION_PREFIX) {
+            return Ok(None);
+        }
+        match self.live.get(client_id) {
+            Some(s) => {
+                s.touch();
+                Ok(Some(s.clone()))
+            }
+            None => Err(expired(client_id)),
+        }
+    }
+
+    pub fn keep_alive(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+        self.resolve(id)?.ok_or_else(|| expired(id))
+    }
+
+    /// Ends a session: gives back what it held and cancels its waits.
+    pub fn end(&self, id: &str, why: &str) -> bool {
+        let Some((_, session)) = self.live.remove(id) else {
+            return false;
+        };
+        session.ended.cancel();
+        let released = self.store.release_client(id);
+        if released.is_empty() {
+            tracing::debug!(session = %id, why, "session ended");
+        } else {
+            let what: Vec<String> = released.iter().map(|(n, w)| format!("{w} {n:?}")).collect();
+            tracing::info!(session = %id, peer = %session.peer, why, released = %what.join(", "), "session ended; released what it held");
+        }
+        true
+    }
+
+    /// Ends every session whose lease ran out; returns how many.
+    pub fn reap(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .live
+            .iter()
+            .filter(|s| s.expired(now))
+            .map(|s| s.key().clone())
+            .collect();
+        expired
+            .iter()
+            .filter(|id| self.end(id, "lease expired"))
+            .count()
+    }
+
+    /// Runs [`Sessions::reap`] often enough that a lease is ended soon after
+    /// it runs out, until `stop`.
+    pub fn spawn_reaper(self: &Arc<Self>, stop: CancellationToken) {
+        let sessions = Arc::downgrade(self);
+        let period = (self.limits.min_lease / 2)
+            .clamp(Duration::from_millis(20), Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Some(s) = sessions.upgrade() else { return };
+                s.reap();
+            }
+        });
+    }
+
+    /// `procshare sessions`: id, name, peer, age, lease, what each holds.
+    pub fn describe(&self) -> pb::OpResult {
+        let now = Instant::now();
+        let mut list: Vec<Arc<Session>> = self.live.iter().map(|s| s.value().clone()).collect();
+        list.sort_by_key(|s| s.created);
+        let s = |k: &str| Val::Str(k.into());
+        let items = list
+            .iter()
+            .map(|session| {
+                let holds = self
+                    .store
+                    .held_by(&session.id)
+                    .into_iter()
+                    .map(|(name, what)| Val::Str(format!("{what} {name}")))
+                    .collect();
+                Val::Map(vec![
+                    (s("id"), Val::Str(session.id.clone())),
+                    (s("name"), Val::Str(session.name.clone())),
+                    (s("peer"), Val::Str(session.peer.clone())),
+                    (
+                        s("age_secs"),
+                        Val::Float(now.duration_since(session.created).as_secs_f64()),
+                    ),
+                    (s("ttl_secs"), Val::Float(session.ttl.as_secs_f64())),
+                    (s("holds"), Val::List(holds)),
+                ])
+            })
+            .collect();
+        pb::OpResult {
+            kind: Some(pb::op_result::Kind::Value(Val::List(items).to_wire())),
+        }
+    }
+}
+
+fn expired(id: &str) -> StoreError {
+    StoreError::SessionExpired(format!(
+        "session {id} has ended (its lease ran out or the server restarted); what it held was given back"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Caller;
+
+    fn op(name: &str, kind: pb::op::Kind) -> pb::Op {
+        pb::Op {
+            name: name.into(),
+            kind: Some(kind),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_gives_the_lock_back() {
+        let store = Arc::new(Store::new());
+        let limits = SessionLimits {
+            min_lease: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let sessions = Sessions::new(store.clone(), limits);
+        let s = sessions.open(0.01, "t".into(), "peer".into()).unwrap();
+        let me = Caller::new(&s.id, "");
+        let open = pb::op::Kind::Open(pb::Open {
+            kind: pb::Kind::Lock as i32,
+            ..Default::default()
+        });
+        store.apply(&me, op("l", open)).await.unwrap();
+        let acquire = pb::op::Kind::LockAcquire(pb::LockAcquire {
+            blocking: true,
+            timeout_secs: None,
+        });
+        store.apply(&me, op("l", acquire)).await.unwrap();
+        while sessions.reap() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(s.ended.is_cancelled());
+        assert!(store.held_by(&s.id).is_empty());
+        assert!(matches!(
+            sessions.resolve(&s.id),
+            Err(StoreError::SessionExpired(_))
+        ));
+        assert!(sessions.resolve("not-a-session").unwrap().is_none());
+    }
+
+    #[test]
+    fn leases_are_bounded_and_validated() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        assert_eq!(
+            sessions
+                .open(0.0, String::new(), String::new())
+                .unwrap()
+                .ttl(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            sessions
+                .open(1e9, String::new(), String::new())
+                .unwrap()
+                .ttl(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            sessions
+                .open(0.001, String::new(), String::new())
+                .unwrap()
+                .ttl(),
+            Duration::from_millis(200)
+        );
+        assert!(sessions
+            .open(f64::NAN, String::new(), String::new())
+            .is_err());
+        assert!(sessions.open(-1.0, String::new(), String::new()).is_err());
+    }
+
+    #[test]
+    fn a_retry_sees_the_first_outcome_and_a_dropped_attempt_is_forgotten() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let Begin::New(first) = s.begin(7) else {
+            panic!("first time")
+        };
+        let outcome: Outcome = Err(StoreError::NotFound("x".into()));
+        first.finish(&outcome);
+        let Begin::Seen(rx) = s.begin(7) else {
+            panic!("a retry")
+        };
+        assert_eq!(*rx.borrow(), Some(outcome));
+        let Begin::New(dropped) = s.begin(8) else {
+            panic!("first time")
+        };
+        drop(dropped);
+        assert!(
+            matches!(s.begin(8), Begin::New(_)),
+            "a cancelled attempt runs again"
+        );
+    }
+}
