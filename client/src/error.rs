@@ -66,6 +66,10 @@ pub enum Error {
     /// The server answered something this client does not understand.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// This client's session ended (its lease ran out, or the server
+    /// restarted): the locks and permits it held were given back.
+    #[error("session expired: {0}")]
+    SessionExpired(String),
     /// A bug on the server side.
     #[error("internal: {0}")]
     Internal(String),
@@ -89,6 +93,7 @@ impl Error {
             ErrorKind::ResourceExhausted => Error::ResourceExhausted(message),
             ErrorKind::Unimplemented => Error::Unimplemented(message),
             ErrorKind::Unavailable => Error::Unavailable(message),
+            ErrorKind::SessionExpired => Error::SessionExpired(message),
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(message),
         }
     }
