@@ -42,15 +42,47 @@ macro_rules! blocking {
 #[derive(Clone)]
 pub struct Manager {
     inner: crate::Manager,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
-fn runtime() -> Result<Arc<Runtime>> {
+/// The runtime every blocking handle of one manager shares. When the last
+/// handle (manager or proxy) goes, it closes the session, so the server
+/// gives back at once what this client held.
+pub struct ClientRuntime {
+    rt: Runtime,
+    manager: std::sync::OnceLock<crate::Manager>,
+}
+
+impl std::ops::Deref for ClientRuntime {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        if let Some(m) = self.manager.take() {
+            // The timer must be made inside the runtime.
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(1), m.close()).await
+            });
+        }
+    }
+}
+
+fn runtime() -> Result<Arc<ClientRuntime>> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .map(Arc::new)
+        .map(|rt| {
+            Arc::new(ClientRuntime {
+                rt,
+                manager: std::sync::OnceLock::new(),
+            })
+        })
         .map_err(|e| Error::Internal(format!("cannot start the client runtime: {e}")))
 }
 
@@ -69,6 +101,7 @@ impl Manager {
     pub fn from_builder(builder: crate::ManagerBuilder) -> Result<Manager> {
         let rt = runtime()?;
         let inner = rt.block_on(builder.connect())?;
+        let _ = rt.manager.set(inner.clone());
         Ok(Manager { inner, rt })
     }
 
@@ -78,8 +111,14 @@ impl Manager {
     }
 
     /// This client's identity: the owner of the locks it acquires.
-    pub fn client_id(&self) -> &str {
+    pub fn client_id(&self) -> String {
         self.inner.client_id()
+    }
+
+    /// Ends the session now: the server gives back every lock and permit
+    /// this client holds. (Dropping the last clone does the same.)
+    pub fn close(&self) -> Result<()> {
+        self.rt.block_on(self.inner.close())
     }
 
     blocking! {
@@ -228,7 +267,7 @@ impl Manager {
 /// The synchronous [`crate::DictProxy`].
 pub struct DictProxy<K, V> {
     inner: crate::DictProxy<K, V>,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
 impl<K, V> Clone for DictProxy<K, V> {
@@ -299,7 +338,7 @@ where
 /// The synchronous [`crate::ListProxy`].
 pub struct ListProxy<T> {
     inner: crate::ListProxy<T>,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
 impl<T> Clone for ListProxy<T> {
@@ -359,7 +398,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 /// The synchronous [`crate::ValueProxy`].
 pub struct ValueProxy<T> {
     inner: crate::ValueProxy<T>,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
 impl<T> Clone for ValueProxy<T> {
@@ -397,7 +436,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 #[derive(Clone)]
 pub struct LockProxy {
     inner: crate::LockProxy,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
 impl LockProxy {
@@ -458,7 +497,7 @@ impl Drop for LockGuard<'_> {
 /// A synchronous proxy: the async proxy `P` and the runtime that runs it.
 pub struct Blocking<P> {
     inner: P,
-    rt: Arc<Runtime>,
+    rt: Arc<ClientRuntime>,
 }
 
 impl<P: Clone> Clone for Blocking<P> {

@@ -21,6 +21,7 @@ use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
+use crate::session::{self, Session, SessionCalls};
 
 /// How long a call may take when it does not wait on purpose.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,9 +64,57 @@ impl Interceptor for Credentials {
 
 type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
 
+/// The session calls, made on the connection's client.
+#[derive(Clone)]
+pub(crate) struct GrpcSessionCalls {
+    client: Client,
+    timeout: Duration,
+}
+
+#[tonic::async_trait]
+impl SessionCalls for GrpcSessionCalls {
+    async fn open(&self, ttl: Duration, name: &str) -> Result<(String, Duration)> {
+        let mut c = self.client.clone();
+        let r = tokio::time::timeout(
+            self.timeout,
+            c.open_session(session::open_request(ttl, name)),
+        )
+        .await
+        .map_err(|_| Error::Timeout("opening a session took too long".into()))??
+        .into_inner();
+        let granted = Duration::try_from_secs_f64(r.ttl_secs).unwrap_or(ttl);
+        Ok((r.session_id, granted))
+    }
+
+    async fn keep_alive(&self, id: &str) -> Result<()> {
+        let mut c = self.client.clone();
+        let request = pb::KeepAliveRequest {
+            session_id: id.to_owned(),
+        };
+        tokio::time::timeout(self.timeout, c.keep_alive(request))
+            .await
+            .map_err(|_| Error::Timeout("keep-alive took too long".into()))??;
+        Ok(())
+    }
+
+    async fn close(&self, id: &str) -> Result<()> {
+        let mut c = self.client.clone();
+        let request = pb::CloseSessionRequest {
+            session_id: id.to_owned(),
+        };
+        tokio::time::timeout(self.timeout, c.close_session(request))
+            .await
+            .map_err(|_| Error::Timeout("closing the session took too long".into()))??;
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Connection {
     client: Client,
+    /// The session that owns this client's locks; `None` against a server
+    /// without sessions, where `client_id` is the owner.
+    session: Option<Arc<Session<GrpcSessionCalls>>>,
     client_id: Arc<str>,
     next_request: Arc<AtomicU64>,
     call_timeout: Duration,
@@ -87,6 +136,8 @@ pub(crate) struct ConnectOptions {
     pub key: Option<PathBuf>,
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
+    /// The session lease to ask for.
+    pub lease: Duration,
 }
 
 /// The three kinds of URL.
@@ -270,8 +321,9 @@ impl Connection {
             };
             Error::Unavailable(format!("cannot connect to {url}: {chain}{hint}"))
         })?;
-        let conn = Connection {
+        let mut conn = Connection {
             client: ProcshareClient::with_interceptor(channel, credentials),
+            session: None,
             client_id: new_client_id().into(),
             next_request: Arc::new(AtomicU64::new(1)),
             call_timeout: o.call_timeout,
@@ -282,11 +334,36 @@ impl Connection {
             conn.check_tls_client(o.connect_timeout, o.cert.is_some())
                 .await?;
         }
+        let calls = GrpcSessionCalls {
+            client: conn.client.clone(),
+            timeout: o.connect_timeout.max(Duration::from_secs(1)),
+        };
+        let name = format!("pid {}", std::process::id());
+        match Session::open(calls, o.lease, name).await {
+            Ok(s) => conn.session = Some(s),
+            Err(e) if session::unsupported(&e) => {
+                tracing::warn!("the server has no sessions: locks held by this client are not freed if it dies");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(conn)
     }
 
-    pub fn client_id(&self) -> &str {
-        &self.client_id
+    /// Who owns this client's locks: its session id (which changes if the
+    /// session had to be re-opened).
+    pub fn client_id(&self) -> Arc<str> {
+        match &self.session {
+            Some(s) => s.id(),
+            None => self.client_id.clone(),
+        }
+    }
+
+    /// Ends the session now: the server gives back what it held.
+    pub async fn close(&self) -> Result<()> {
+        match &self.session {
+            Some(s) => s.close().await,
+            None => Ok(()),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -405,6 +482,12 @@ impl Connection {
     }
 
     /// Applies one operation to the object `name`.
+    ///
+    /// A call that fails because the server cannot be reached (or is
+    /// restarting) is retried with backoff, under the same request id, until
+    /// its deadline: the server applies a retried mutation once. If the
+    /// session expired meanwhile, a new one is opened and the call retried
+    /// once in it.
     pub async fn execute(
         &self,
         name: &str,
@@ -412,8 +495,8 @@ impl Connection {
         op: pb::op::Kind,
         deadline: Deadline,
     ) -> Result<pb::OpResult> {
-        let request = pb::Request {
-            client_id: self.client_id.to_string(),
+        let mut request = pb::Request {
+            client_id: self.client_id().to_string(),
             request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
             op: Some(pb::Op {
                 name: name.to_owned(),
@@ -421,8 +504,55 @@ impl Connection {
             }),
             task_id: task.to_owned(),
         };
+        let limit = self.limit(deadline);
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut reopened = false;
+        loop {
+            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+            let attempt = match left {
+                Some(left) if left.is_zero() => Err(Error::Timeout(format!(
+                    "no answer from {} within {:?}",
+                    self.url,
+                    limit.unwrap_or_default()
+                ))),
+                _ => self.attempt(request.clone(), left).await,
+            };
+            match attempt {
+                Err(Error::Unavailable(why)) if left.is_none_or(|l| l > backoff) => {
+                    tracing::debug!(error = %why, "procshare call failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(Error::SessionExpired(why)) if !reopened => {
+                    let Some(s) = &self.session else {
+                        return Err(Error::SessionExpired(why));
+                    };
+                    s.reopen(&request.client_id).await?;
+                    request.client_id = s.id().to_string();
+                    reopened = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of a call, within `left` (`None`: no limit).
+    async fn attempt(&self, request: pb::Request, left: Option<Duration>) -> Result<pb::OpResult> {
         let mut client = self.client.clone();
-        let reply = self.within(deadline, client.execute(request)).await?;
+        let call = client.execute(request);
+        let reply = match left {
+            None => call.await.map_err(|s| self.call_error(s))?,
+            Some(left) => match tokio::time::timeout(left, call).await {
+                Ok(r) => r.map_err(|s| self.call_error(s))?,
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "no answer from {} within the call's deadline",
+                        self.url
+                    )))
+                }
+            },
+        };
         match reply.into_inner().outcome {
             Some(Outcome::Ok(result)) => Ok(result),
             Some(Outcome::Error(e)) => Err(Error::from_kind(

@@ -30,6 +30,7 @@ mod connection;
 mod error;
 mod manager;
 mod proxy;
+mod session;
 pub mod value;
 
 pub use connection::DEFAULT_CALL_TIMEOUT;
@@ -39,6 +40,7 @@ pub use proxy::{
     ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy,
     LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy, Swap, ValueProxy,
 };
+pub use session::DEFAULT_LEASE;
 
 /// The wire types, for raw [`Manager::execute`] calls.
 pub use procshare_proto as wire;

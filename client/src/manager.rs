@@ -141,6 +141,7 @@ pub struct ManagerBuilder {
     key: Option<PathBuf>,
     keepalive_interval: Option<Duration>,
     keepalive_timeout: Duration,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -224,6 +225,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// The session lease to ask for (default 5 s; the server bounds it). If
+    /// this process dies, its locks and permits are given back once the
+    /// lease runs out; the client renews it in the background.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// How long a keepalive ping may go unanswered before the connection is
     /// dropped (default 10 s); the next call reconnects.
     pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
@@ -252,6 +261,7 @@ impl ManagerBuilder {
             key: self.key.or_else(|| env("PROCSHARE_KEY").map(PathBuf::from)),
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
+            lease: self.lease,
         };
         let conn = Connection::connect(options).await?;
         Ok(Manager { conn })
@@ -303,12 +313,38 @@ impl Manager {
             key: None,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            lease: crate::session::DEFAULT_LEASE,
         }
     }
 
-    /// This client's identity: the owner of the locks it acquires.
-    pub fn client_id(&self) -> &str {
-        self.conn.client_id()
+    /// This client's identity, its session id: the owner of the locks it
+    /// acquires.
+    pub fn client_id(&self) -> String {
+        self.conn.client_id().to_string()
+    }
+
+    /// Ends the session now: the server gives back every lock and permit
+    /// this client holds (dropping the last clone of the manager and its
+    /// proxies does the same; a killed process's session ends when its
+    /// lease runs out). Calls on it afterwards fail with
+    /// [`Error::SessionExpired`].
+    pub async fn close(&self) -> Result<()> {
+        self.conn.close().await
+    }
+
+    /// Every live session, as JSON: id, name, peer, age, lease, and what
+    /// each holds.
+    pub async fn sessions(&self) -> Result<serde_json::Value> {
+        let r = self
+            .conn
+            .execute("", "", Op::Sessions(pb::Sessions {}), Deadline::Default)
+            .await?;
+        match r.kind {
+            Some(R::Value(v)) => crate::value::wire_to_json(v),
+            other => Err(Error::Protocol(format!(
+                "expected a list of sessions, got {other:?}"
+            ))),
+        }
     }
 
     /// The URL this manager is connected to.

@@ -76,26 +76,42 @@ async fn shutdown_ends_blocked_waits() {
         line.trim().strip_prefix("listening on ").unwrap()
     );
     let a = procshare::Manager::connect(&url).await.unwrap();
-    let b = procshare::Manager::connect(&url).await.unwrap();
+    let b = procshare::Manager::builder()
+        .url(&url)
+        .call_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
     a.lock("l").await.unwrap().acquire().await.unwrap();
     let lock_b = b.lock("l").await.unwrap();
-    let blocked = tokio::spawn(async move { lock_b.acquire().await });
-    // Whether b's wait is already parked on the server or arrives during the
-    // shutdown, it must end with UNAVAILABLE rather than hang.
-    b.ping().await.unwrap();
+    let blocked = tokio::spawn(async move { lock_b.acquire_timeout(Duration::from_secs(2)).await });
+    // Wait until b's acquire is parked on the server.
+    loop {
+        let d = a.describe("l").await.unwrap();
+        if d["waiters"] == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     term(&d);
+    // The blocked call does not hold the shutdown up: the server exits.
+    let code = tokio::task::spawn_blocking(move || exit_code(&mut d))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    // The client, told UNAVAILABLE, keeps retrying (a restarted server would
+    // answer) until the call's deadline, then reports it.
     let result = tokio::time::timeout(DEADLINE, blocked)
         .await
         .expect("the wait ended")
         .unwrap();
     assert!(
-        matches!(result, Err(procshare::Error::Unavailable(_))),
+        matches!(
+            result,
+            Err(procshare::Error::Unavailable(_) | procshare::Error::Timeout(_))
+        ),
         "{result:?}"
     );
-    let code = tokio::task::spawn_blocking(move || exit_code(&mut d))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0));
 }
 
 #[test]

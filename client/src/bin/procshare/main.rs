@@ -117,6 +117,9 @@ enum Command {
     Snapshot,
     /// Prints server figures as JSON: objects, data dir, log size, last snapshot.
     Stats,
+    /// Lists live sessions, one line each: `ID PEER AGE HOLDS` (HOLDS is
+    /// `-` or a comma-separated list such as `lock printer`).
+    Sessions,
 }
 
 #[derive(Subcommand)]
@@ -481,7 +484,15 @@ async fn manager(cli: &Cli) -> Result<Manager, Failure> {
 
 async fn run(cli: Cli) -> Outcome {
     let m = manager(&cli).await?;
-    match cli.command {
+    let outcome = command(&m, cli.command).await;
+    // End the session now rather than when its lease runs out.
+    let _ = m.close().await;
+    outcome
+}
+
+async fn command(m: &Manager, command: Command) -> Outcome {
+    let m = m.clone();
+    match command {
         Command::Ping => say(&format!("ok {}", m.ping().await?)),
         Command::Ls => {
             for o in m.list_objects().await? {
@@ -502,6 +513,32 @@ async fn run(cli: Cli) -> Outcome {
         Command::Describe { name } => say(&m.describe(&name).await?.to_string()),
         Command::Snapshot => say(&server_op(&m, Op::Snapshot(pb::Snapshot {})).await?),
         Command::Stats => say(&server_op(&m, Op::Stats(pb::Stats {})).await?),
+        Command::Sessions => {
+            let me = m.client_id();
+            for s in m.sessions().await?.as_array().into_iter().flatten() {
+                let id = s["id"].as_str().unwrap_or("?");
+                if id == me {
+                    // This command's own session is not worth listing.
+                    continue;
+                }
+                let holds: Vec<&str> = s["holds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h.as_str())
+                    .collect();
+                say(&format!(
+                    "{id} {} {:.1}s {}",
+                    s["peer"].as_str().unwrap_or("?"),
+                    s["age_secs"].as_f64().unwrap_or(0.0),
+                    if holds.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        holds.join(", ")
+                    }
+                ));
+            }
+        }
     }
     Ok(())
 }
