@@ -69,19 +69,36 @@ type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
 pub(crate) struct GrpcSessionCalls {
     client: Client,
     timeout: Duration,
+    url: Arc<str>,
+    tls: bool,
+}
+
+impl GrpcSessionCalls {
+    /// Runs a session call within the timeout, errors mapped as any call's.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(status_error(status, &self.url, self.tls)),
+            Err(_) => Err(Error::Timeout(format!(
+                "{}: {what} took too long",
+                self.url
+            ))),
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl SessionCalls for GrpcSessionCalls {
     async fn open(&self, ttl: Duration, name: &str) -> Result<(String, Duration)> {
         let mut c = self.client.clone();
-        let r = tokio::time::timeout(
-            self.timeout,
-            c.open_session(session::open_request(ttl, name)),
-        )
-        .await
-        .map_err(|_| Error::Timeout("opening a session took too long".into()))??
-        .into_inner();
+        let request = session::open_request(ttl, name);
+        let r = self
+            .call("opening a session", c.open_session(request))
+            .await?;
         let granted = Duration::try_from_secs_f64(r.ttl_secs).unwrap_or(ttl);
         Ok((r.session_id, granted))
     }
@@ -91,9 +108,7 @@ impl SessionCalls for GrpcSessionCalls {
         let request = pb::KeepAliveRequest {
             session_id: id.to_owned(),
         };
-        tokio::time::timeout(self.timeout, c.keep_alive(request))
-            .await
-            .map_err(|_| Error::Timeout("keep-alive took too long".into()))??;
+        self.call("a keep-alive", c.keep_alive(request)).await?;
         Ok(())
     }
 
@@ -102,9 +117,8 @@ impl SessionCalls for GrpcSessionCalls {
         let request = pb::CloseSessionRequest {
             session_id: id.to_owned(),
         };
-        tokio::time::timeout(self.timeout, c.close_session(request))
-            .await
-            .map_err(|_| Error::Timeout("closing the session took too long".into()))??;
+        self.call("closing the session", c.close_session(request))
+            .await?;
         Ok(())
     }
 }
@@ -337,6 +351,8 @@ impl Connection {
         let calls = GrpcSessionCalls {
             client: conn.client.clone(),
             timeout: o.connect_timeout.max(Duration::from_secs(1)),
+            url: conn.url.clone(),
+            tls: conn.tls,
         };
         let name = format!("pid {}", std::process::id());
         match Session::open(calls, o.lease, name).await {
@@ -401,27 +417,7 @@ impl Connection {
     /// becomes UNAVAILABLE with the chain of causes and, where the symptom
     /// is a known one, a hint.
     fn call_error(&self, status: tonic::Status) -> Error {
-        let transport = matches!(
-            status.code(),
-            tonic::Code::Unknown
-                | tonic::Code::Unavailable
-                | tonic::Code::Cancelled
-                | tonic::Code::Internal
-        );
-        let source = std::error::Error::source(&status).filter(|_| transport);
-        let Some(source) = source else {
-            return Error::from(status);
-        };
-        let chain = source_chain(source);
-        let hint = if !self.tls && chain.contains("frame with invalid size") {
-            " (if the server uses TLS, connect to https://…)"
-        } else if self.tls && certificate_refused(&chain) {
-            " (the server refused this client's certificate: pass one signed by its client CA, \
-             with its key)"
-        } else {
-            ""
-        };
-        Error::Unavailable(format!("{}: {chain}{hint}", self.url))
+        status_error(status, &self.url, self.tls)
     }
 
     /// Over TLS, the first call tells whether the server accepted this
@@ -562,6 +558,31 @@ impl Connection {
             None => Err(Error::Protocol("response without outcome".into())),
         }
     }
+}
+
+/// A failed call as an [`Error`]: see [`Connection::call_error`].
+fn status_error(status: tonic::Status, url: &str, tls: bool) -> Error {
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+    );
+    let source = std::error::Error::source(&status).filter(|_| transport);
+    let Some(source) = source else {
+        return Error::from(status);
+    };
+    let chain = source_chain(source);
+    let hint = if !tls && chain.contains("frame with invalid size") {
+        " (if the server uses TLS, connect to https://…)"
+    } else if tls && certificate_refused(&chain) {
+        " (the server refused this client's certificate: pass one signed by its client CA, \
+         with its key)"
+    } else {
+        ""
+    };
+    Error::Unavailable(format!("{url}: {chain}{hint}"))
 }
 
 /// Does this chain of causes say the server dropped the connection?

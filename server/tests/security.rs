@@ -257,6 +257,16 @@ fn refused(args: &[&str]) -> (Option<i32>, String) {
     (wait(&mut child), err)
 }
 
+/// Connecting opens a session, the first call: without the right token it
+/// is refused there, with a clear error.
+async fn refused_at_connect(url: &str, token: Option<&str>) -> Error {
+    let mut b = Manager::builder().url(url);
+    if let Some(t) = token {
+        b = b.token(t);
+    }
+    b.connect().await.err().expect("refused at connect")
+}
+
 async fn connect_with_token(url: &str, token: Option<&str>) -> Manager {
     let mut b = Manager::builder().url(url);
     if let Some(t) = token {
@@ -279,20 +289,10 @@ async fn the_token_guards_every_call_and_is_never_logged() {
     ]);
     let url = d.url();
 
-    let anonymous = connect_with_token(&url, None).await;
-    let err = anonymous
-        .dict::<String, i64>("d")
-        .await
-        .err()
-        .expect("refused");
+    let err = refused_at_connect(&url, None).await;
     assert!(matches!(err, Error::Unauthenticated(_)), "{err}");
-    assert!(matches!(
-        anonymous.ping().await,
-        Err(Error::Unauthenticated(_))
-    ));
 
-    let wrong = connect_with_token(&url, Some("s3cr3t-t0ken-for-tesTs")).await;
-    let err = wrong.value("v", &1).await.err().expect("refused");
+    let err = refused_at_connect(&url, Some("s3cr3t-t0ken-for-tesTs")).await;
     assert_eq!(err, Error::Unauthenticated("wrong token".into()));
 
     let right = connect_with_token(&url, Some(TOKEN)).await;
@@ -304,7 +304,7 @@ async fn the_token_guards_every_call_and_is_never_logged() {
     d1.insert("a".into(), 1).await.unwrap();
     assert_eq!(d1.get(&"a".into()).await.unwrap(), Some(1));
     // Open connections would hold the graceful shutdown up.
-    drop((d1, right, wrong, anonymous));
+    drop((d1, right));
 
     let (code, stderr) = d.stop_async().await;
     assert_eq!(code, Some(0));
@@ -330,11 +330,8 @@ async fn the_token_may_come_from_the_environment() {
         1,
     );
     let url = d.url();
-    let anonymous = connect_with_token(&url, None).await;
-    assert!(matches!(
-        anonymous.ping().await,
-        Err(Error::Unauthenticated(_))
-    ));
+    let err = refused_at_connect(&url, None).await;
+    assert!(matches!(err, Error::Unauthenticated(_)), "{err}");
     let right = connect_with_token(&url, Some(TOKEN)).await;
     right.ping().await.unwrap();
 }
@@ -535,10 +532,18 @@ async fn tls_serves_https_clients_that_trust_its_ca() {
         .expect("an untrusted server certificate");
     assert!(matches!(err, Error::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
-    // Plain HTTP to a TLS port fails on the first call, with a hint.
-    let plain = Manager::connect(&d.url()).await.unwrap();
-    let err = plain.ping().await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+    // Plain HTTP to a TLS port fails at connect (its first call), with a hint.
+    let err = Manager::builder()
+        .url(d.url())
+        .call_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .err()
+        .expect("plain HTTP to a TLS port");
+    assert!(
+        matches!(err, Error::Unavailable(_) | Error::Timeout(_)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -678,11 +683,8 @@ async fn the_config_file_sets_options_and_flags_override_it() {
         format!("listening on unix:{}", dir.path("p.sock").display()),
         "relative to the file"
     );
-    let anonymous = connect_with_token(&d.url(), None).await;
-    assert!(matches!(
-        anonymous.ping().await,
-        Err(Error::Unauthenticated(_))
-    ));
+    let err = refused_at_connect(&d.url(), None).await;
+    assert!(matches!(err, Error::Unauthenticated(_)), "{err}");
     let m = Manager::builder()
         .url(format!("unix://{}", dir.path("p.sock").display()))
         .token(TOKEN)

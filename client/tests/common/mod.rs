@@ -50,8 +50,13 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts `procshared --listen ADDR` with `extra` flags.
+    pub fn start_on(addr: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(procshared_bin())
-            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--listen", addr, "--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
