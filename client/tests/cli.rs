@@ -152,6 +152,10 @@ fn stats_and_snapshot() {
     let stats: serde_json::Value = serde_json::from_str(&cli_ok(&url, &["stats"])).unwrap();
     assert_eq!(stats["objects"], 1);
     assert_eq!(stats["fsync"], "always");
+    assert_eq!(
+        stats["sessions"], 1,
+        "the stats command's own session: {stats}"
+    );
     assert!(stats["log_bytes"].as_u64().unwrap() > 0, "{stats}");
     let snap: serde_json::Value = serde_json::from_str(&cli_ok(&url, &["snapshot"])).unwrap();
     assert_eq!(snap["objects"], 1);

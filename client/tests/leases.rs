@@ -164,8 +164,19 @@ async fn limits_refuse_clearly_and_change_nothing() {
         "200",
         "--max-waiters",
         "1",
+        "--max-name-bytes",
+        "8",
     ]);
     let m = Manager::connect(&s.url()).await.unwrap();
+    let err = m
+        .dict::<i64, i64>("name-too-long")
+        .await
+        .err()
+        .expect("a long name");
+    assert!(
+        matches!(err, Error::InvalidArgument(ref msg) if msg.contains("limit is 8")),
+        "{err}"
+    );
     let q = m.queue::<String>("q", 0).await.unwrap();
     m.event("e").await.unwrap();
     let err = m

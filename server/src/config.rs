@@ -127,6 +127,9 @@ pub struct Args {
     /// Items in one queue, whatever its maxsize. [default: 1000000]
     #[arg(long, env = "PROCSHARE_MAX_QUEUE_LEN", value_name = "N")]
     pub max_queue_len: Option<usize>,
+    /// Bytes in an object's name, 1 to 255. [default: 255]
+    #[arg(long, env = "PROCSHARE_MAX_NAME_BYTES", value_name = "N")]
+    pub max_name_bytes: Option<usize>,
     /// Testing only: every Nth mutation is applied but its reply is replaced
     /// by UNAVAILABLE, as if it were lost on the way.
     #[arg(long, hide = true, value_name = "N")]
@@ -170,6 +173,7 @@ pub struct FileConfig {
     pub max_value_bytes: Option<usize>,
     pub max_objects: Option<usize>,
     pub max_queue_len: Option<usize>,
+    pub max_name_bytes: Option<usize>,
 }
 
 /// A file mode in TOML: `0o600` (a number) or `"0600"` (a string).
@@ -416,6 +420,16 @@ fn resolve_with_env(
             pick(m, "max_queue_len", args.max_queue_len, file.max_queue_len),
             store_defaults.max_queue_len,
         )?,
+        max_name_bytes: match pick(
+            m,
+            "max_name_bytes",
+            args.max_name_bytes,
+            file.max_name_bytes,
+        ) {
+            Some(n) if (1..=255).contains(&n) => n,
+            Some(n) => bail!("--max-name-bytes must be between 1 and 255, not {n}"),
+            None => store_defaults.max_name_bytes,
+        },
     };
     let mut session_limits = service::SessionLimits::default();
     session_limits.max_sessions = positive(
@@ -666,6 +680,7 @@ mod tests {
             max_value_bytes,
             max_objects,
             max_queue_len,
+            max_name_bytes,
         } = f;
         assert!(listen.is_some() && unix.is_some() && unix_mode.is_some());
         assert!(token_file.is_some() && tls_cert.is_some() && tls_key.is_some());
@@ -675,6 +690,7 @@ mod tests {
         assert!(data_dir.is_some() && snapshot_log_bytes.is_some());
         assert!(max_lease_secs.is_some() && max_sessions.is_some() && max_waiters.is_some());
         assert!(max_value_bytes.is_some() && max_objects.is_some() && max_queue_len.is_some());
+        assert!(max_name_bytes.is_some());
         assert!(fsync.is_some_and(|p| p.parse::<FsyncPolicy>().is_ok()));
     }
 

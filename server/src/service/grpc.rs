@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::session::{Begin, Session, Sessions};
 use super::status::{to_status, to_wire};
+use crate::store::val::Val;
 use crate::store::{is_read_only, may_wait, Caller, Store, StoreError};
 
 /// Longest client id accepted, in bytes.
@@ -101,8 +102,28 @@ impl Service {
         let Some(kind) = &op.kind else {
             return Err(StoreError::InvalidArgument("op has no kind".into()));
         };
-        if let Op::Sessions(_) = kind {
-            return Ok(self.sessions.describe());
+        match kind {
+            Op::Sessions(_) => return Ok(self.sessions.describe()),
+            Op::Stats(_) => {
+                // The store's figures, plus the service's own.
+                let mut stats = self.store.apply(caller, op).await?;
+                if let Some(pb::op_result::Kind::Value(pb::Value {
+                    kind: Some(pb::value::Kind::Map(m)),
+                })) = &mut stats.kind
+                {
+                    for (k, v) in [
+                        ("sessions", self.sessions.len() as i64),
+                        ("waiting_calls", self.waiting.load(Ordering::Relaxed) as i64),
+                    ] {
+                        m.entries.push(pb::Pair {
+                            first: Some(Val::Str(k.into()).to_wire()),
+                            second: Some(Val::Int(v).to_wire()),
+                        });
+                    }
+                }
+                return Ok(stats);
+            }
+            _ => {}
         }
         let size = op.encoded_len();
         if size > self.limits.max_value_bytes {

@@ -392,14 +392,21 @@ fn misrouted(name: &str, op: &Op) -> StoreError {
 
 /// Checks an object name: 1–255 bytes of UTF-8 without control characters.
 pub fn validate_name(name: &str) -> Result<()> {
+    validate_name_within(name, MAX_NAME_LEN)
+}
+
+/// Checks an object name against a server limit of `max` bytes (at most
+/// [`MAX_NAME_LEN`]).
+pub fn validate_name_within(name: &str, max: usize) -> Result<()> {
+    let max = max.min(MAX_NAME_LEN);
     if name.is_empty() {
         return Err(StoreError::InvalidArgument(
             "object name must not be empty".into(),
         ));
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > max {
         return Err(StoreError::InvalidArgument(format!(
-            "object name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            "object name is {} bytes long; the limit is {max}",
             name.len()
         )));
     }
@@ -431,6 +438,8 @@ pub struct StoreLimits {
     pub max_objects: usize,
     /// Items in one queue, whatever its maxsize.
     pub max_queue_len: usize,
+    /// Bytes in an object's name (at most 255).
+    pub max_name_bytes: usize,
 }
 
 impl Default for StoreLimits {
@@ -438,6 +447,7 @@ impl Default for StoreLimits {
         StoreLimits {
             max_objects: 1_000_000,
             max_queue_len: 1_000_000,
+            max_name_bytes: MAX_NAME_LEN,
         }
     }
 }
@@ -523,7 +533,7 @@ impl Store {
             )),
             _ => {}
         }
-        validate_name(&name)?;
+        validate_name_within(&name, self.limits.max_name_bytes)?;
         let family = Family::of(&op);
         if family == Family::Manager {
             return match op {
