@@ -6,8 +6,12 @@ Usage: python3 bench/report.py bench/out/results.jsonl
 Prints one JSON line of medians per (system, workload), then a table of
 ratios against SPEC §6's targets: procshare / Python Manager ops_per_s for
 each workload both run, procshare's sequential us_per_op / the raw loopback
-round trip, and (when Redis ran) procshare's 64-process mix / Redis -c 50.
-Ratios are ratios of medians.
+round trip (over TCP, and over a Unix socket beside the Unix floor), the
+64-process mix with a data dir / in memory, and (when Redis ran)
+procshare's 64-process mix / Redis -c 50; then the restart times of a data
+dir. Ratios are ratios of medians; where two procshare workloads ran in the
+same procshare-bench invocation, the median of the per-run ratios
+("paired") is given too.
 """
 import json
 import statistics
@@ -15,8 +19,13 @@ import sys
 from collections import OrderedDict
 
 MEDIAN_KEYS = ("ops", "seconds", "ops_per_s", "us_per_op", "startup_seconds",
-               "work_seconds", "work_ops_per_s")
-KEEP_KEYS = ("clients", "contenders", "pipeline")
+               "work_seconds", "work_ops_per_s", "recovered_seconds", "rss_mib",
+               "data_dir_bytes", "log_bytes", "snapshot_seconds", "replayed")
+KEEP_KEYS = ("clients", "contenders", "pipeline", "durability", "transport", "entries")
+DURABLE_TARGET = 0.8
+DURABLE = (("concurrent_dict_mix_memory", "memory"),
+           ("concurrent_dict_mix_fsync_every_second", "every-second"),
+           ("concurrent_dict_mix_fsync_always", "always"))
 
 # SPEC §6 targets, as (ratio wanted, direction): ">=" ratio at least, "<=" at most.
 PYTHON_TARGETS = {
@@ -56,7 +65,7 @@ def medians(rows):
             vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
             if vals:
                 v = round(statistics.median(vals), 4)
-                m[k] = int(v) if k == "ops" else v
+                m[k] = int(v) if k in ("ops", "data_dir_bytes", "log_bytes", "replayed") else v
         for k in ("ops_per_s", "us_per_op"):
             vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
             if len(vals) > 1:
@@ -84,6 +93,24 @@ def table(header, rows):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
+
+
+def paired(rows, system, a, b, key):
+    """Median over runs of row(a)[key] / row(b)[key], for the runs that have both."""
+    by_run = {}
+    for r in rows:
+        if r.get("system") == system and r.get("workload") in (a, b) and r.get(key):
+            by_run.setdefault(r.get("run"), {})[r["workload"]] = r[key]
+    ratios = [v[a] / v[b] for v in by_run.values() if a in v and b in v]
+    return statistics.median(ratios) if ratios else None
+
+
+def ratio_text(x):
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def mib(n):
+    return None if n is None else n / 2**20
 
 
 def main():
@@ -141,6 +168,64 @@ def main():
                     "-" if ratio is None else verdict(ratio, LOOPBACK_TARGET, "<=")])
     table(["workload", "procshare us", "python us", "loopback us", "procshare/loopback",
            "SPEC §6 target", ""], out)
+
+    unix_floor = get("unix-loopback", "round_trip", "us_per_op")
+    if any(get("procshare", wl + "_unix", "us_per_op") for wl in ("seq_dict_set", "seq_dict_get")):
+        print("\nsequential latency over a Unix socket vs TCP (us_per_op, medians; "
+              "the same server, the same run)\n")
+        out = []
+        for wl in ("seq_dict_set", "seq_dict_get"):
+            tcp, unix = get("procshare", wl, "us_per_op"), get("procshare", wl + "_unix", "us_per_op")
+            if unix is None:
+                continue
+            out.append([wl + "_unix", fmt(unix, 2), fmt(tcp, 2),
+                        ratio_text(unix / tcp if tcp else None),
+                        ratio_text(paired(rows, "procshare", wl + "_unix", wl, "us_per_op")),
+                        fmt(unix_floor, 2), ratio_text(unix / unix_floor if unix_floor else None),
+                        fmt(floor, 2), ratio_text(unix / floor if floor else None),
+                        "-" if not floor else verdict(unix / floor, LOOPBACK_TARGET, "<=")])
+        table(["workload", "unix us", "tcp us", "unix/tcp", "paired", "unix floor us",
+               "unix/unix floor", "tcp floor us", "unix/tcp floor", f"<= {LOOPBACK_TARGET}x"], out)
+        if floor and unix_floor:
+            print(f"\n(the floors themselves: Unix {unix_floor:.2f} us, TCP {floor:.2f} us, "
+                  f"Unix/TCP {unix_floor / floor:.2f}x)")
+
+    base = DURABLE[0][0]
+    mem, mem_work = get("procshare", base, "ops_per_s"), get("procshare", base, "work_ops_per_s")
+    if mem and any(get("procshare", wl, "ops_per_s") for wl, _ in DURABLE[1:]):
+        print("\n64-process dict mix against fresh servers, in memory vs with a data dir "
+              "(medians; paired = median of the per-run ratios)\n")
+        out = []
+        for wl, mode in DURABLE:
+            ps, work = get("procshare", wl, "ops_per_s"), get("procshare", wl, "work_ops_per_s")
+            if ps is None:
+                continue
+            r, rw = ps / mem, (work / mem_work if work and mem_work else None)
+            pr = paired(rows, "procshare", wl, base, "ops_per_s")
+            target = (f">= {DURABLE_TARGET:.0%} of memory", verdict(r, DURABLE_TARGET, ">=")) \
+                if mode == "every-second" else ("-", "")
+            out.append([mode, fmt(ps), fmt(work), ratio_text(r), ratio_text(pr), ratio_text(rw),
+                        *target])
+        table(["durability", "ops/s", "work ops/s", "/ memory", "paired", "work / memory",
+               "SPEC §6 target", ""], out)
+
+    restart = [(wl, med.get(("procshare", wl))) for wl in
+               ("restart_fill", "restart_log_replay", "restart_snapshot")]
+    if any(m for _, m in restart):
+        entries = next(m.get("entries") for _, m in restart if m)
+        print(f"\nrestart of a data dir holding {entries:,} dict entries (medians; "
+              "seconds = spawn to `listening on`, recovered = the server's elapsed_ms)\n")
+        out = []
+        for wl, m in restart:
+            if not m:
+                continue
+            m = m.get
+            out.append([wl, fmt(m("seconds"), 3), fmt(m("recovered_seconds"), 3),
+                        fmt(m("replayed"), 0), fmt(m("rss_mib")), fmt(mib(m("data_dir_bytes"))),
+                        fmt(m("snapshot_seconds"), 3),
+                        f"{m('ops_per_s'):,.0f} entries/s" if wl == "restart_fill" else ""])
+        table(["step", "seconds", "recovered s", "records replayed", "server RSS MiB",
+               "data dir MiB", "snapshot call s", ""], out)
 
     redis = [(wl, get("redis", wl, "ops_per_s")) for wl in ("concurrent_get", "concurrent_set")]
     ps = get("procshare", "concurrent_dict_mix", "ops_per_s")

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # procshare's benchmark, side by side with its peers (SPEC §6), in one command.
 #
-#   bash bench/run.sh [--quick] [--runs N] [--redis]
+#   bash bench/run.sh [--quick] [--runs N] [--redis] [-- PROCSHARE-BENCH-ARGS...]
 #
 # Builds procshared and procshare-bench (release), compiles the loopback
-# floor, then N times (default 3) runs in turn: the raw loopback round trip,
-# Python's multiprocessing.Manager (shared/anchors/python_manager_bench.py),
-# procshare-bench and, with --redis, redis-benchmark (redis_bench.sh, which
-# apt-installs Redis when it is missing). Every JSON line, tagged with its
-# run, goes to bench/out/results.jsonl; bench/report.py then prints the
-# medians and the ratios (also saved to bench/out/report.txt).
+# floors (TCP: loopback_rtt.c; Unix socket: bench/unix_rtt.c), then N times
+# (default 3) runs in turn: the two floors, Python's multiprocessing.Manager
+# (shared/anchors/python_manager_bench.py), procshare-bench (its workloads
+# over TCP and a Unix socket, in memory and with a data dir, and the restart
+# of a data dir of 1,000,000 entries, 100,000 with --quick) and, with
+# --redis, redis-benchmark (redis_bench.sh, which apt-installs Redis when it
+# is missing). Arguments after `--` go to procshare-bench (e.g.
+# `-- --restart-entries 0`). Every JSON line, tagged with its run, goes to
+# bench/out/results.jsonl; bench/report.py then prints the medians and the
+# ratios (also saved to bench/out/report.txt).
 # Needs only cargo, a C compiler, python3 and coreutils. The anchors are
 # looked up in ../shared/anchors beside the repository, or in
 # $PROCSHARE_ANCHORS. Each program gets $BENCH_TIMEOUT seconds per run
@@ -18,9 +22,10 @@
 # with a warning; procshare-bench failing or hanging stops the script.
 set -euo pipefail
 
-usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
 
 QUICK=()
+BENCH_ARGS=()
 RUNS=3
 REDIS=0
 while (($#)); do
@@ -30,6 +35,7 @@ while (($#)); do
     --runs=*) RUNS=${1#--runs=} ;;
     --redis) REDIS=1 ;;
     -h|--help) usage; exit 0 ;;
+    --) shift; BENCH_ARGS=("$@"); break ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
@@ -54,6 +60,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 CC=${CC:-$(command -v cc || command -v gcc)}
 "$CC" -O2 "$ANCHORS/loopback_rtt.c" -o "$TMP/loopback_rtt"
+"$CC" -O2 "$HERE/unix_rtt.c" -o "$TMP/unix_rtt"
 LOOP_N=50000
 TIMEOUT=300
 if ((${#QUICK[@]})); then LOOP_N=5000; TIMEOUT=120; fi
@@ -94,9 +101,11 @@ machine start | tag 0
 for ((run = 1; run <= RUNS; run++)); do
   echo "== run $run of $RUNS" >&2
   peer "$run" loopback_rtt "$TMP/loopback_rtt" "$LOOP_N"
+  peer "$run" unix_rtt "$TMP/unix_rtt" "$LOOP_N"
   peer "$run" python_manager_bench.py python3 "$ANCHORS/python_manager_bench.py" "${QUICK[@]}"
   timeout --kill-after=10 "$TIMEOUT" \
-    "$BIN/procshare-bench" --procshared "$BIN/procshared" "${QUICK[@]}" | tag "$run" || {
+    "$BIN/procshare-bench" --procshared "$BIN/procshared" "${QUICK[@]}" \
+    --durable-rotate $((run - 1)) "${BENCH_ARGS[@]}" | tag "$run" || {
     echo "run.sh: procshare-bench failed or timed out (${TIMEOUT}s) in run $run" >&2
     exit 1
   }

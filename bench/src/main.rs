@@ -4,20 +4,31 @@
 //! same op counts and key patterns against a `procshared` (the one at
 //! `--url`, or one it starts), and prints one JSON line per workload in the
 //! anchor's format. `bench/run.sh` runs it beside the anchors.
+//!
+//! Beside them: the sequential workloads over a Unix socket (issue 5), the
+//! 64-client mix against three fresh `procshared`s, in memory, with a data
+//! dir and `--fsync every-second`, and with `--fsync always` (issue 6), and
+//! the restart time of a data dir holding a million dict entries (issue 6).
+//! The last two always start their own `procshared`s, with fresh data dirs
+//! under `--tmp-dir`, removed after.
 
 mod daemon;
 mod fleet;
+mod restart;
 mod row;
 mod seq;
+mod tmp;
 mod worker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::daemon::{Daemon, Spec};
 use crate::row::Row;
-use crate::seq::SeqClient;
+use crate::seq::{SeqClient, Transport};
+use crate::tmp::TempDir;
 use crate::worker::{Job, WorkerArgs, COUNTER_KEY};
 
 #[derive(Debug, Parser)]
@@ -46,6 +57,40 @@ struct Cli {
     /// The client of the sequential workloads.
     #[arg(long, value_enum, default_value_t = SeqClient::CurrentThread)]
     seq_client: SeqClient,
+    /// With --url: the same server's Unix socket (`unix:///path`), for the
+    /// `_unix` sequential workloads. Without --url, the started procshared
+    /// also listens on a Unix socket.
+    #[arg(long, requires = "url")]
+    unix_url: Option<String>,
+    /// Skip the sequential workloads over a Unix socket.
+    #[arg(long)]
+    no_unix: bool,
+    /// Skip the 64-client mix against fresh procshareds in memory, with
+    /// `--fsync every-second` and with `--fsync always`.
+    #[arg(long)]
+    no_durable: bool,
+    /// Rotate the order of those three by N (run.sh passes its run number
+    /// minus one, so that over 3 runs each comes first, second and third
+    /// once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    durable_rotate: usize,
+    /// Run the restart workloads only.
+    #[arg(long)]
+    restart_only: bool,
+    /// Dict entries of the restart workloads; 0 skips them. [default:
+    /// 1000000, 100000 with --quick]
+    #[arg(long, value_name = "N")]
+    restart_entries: Option<u64>,
+    /// Concurrent clients filling the restart data dir.
+    #[arg(long, default_value_t = 8)]
+    restart_writers: usize,
+    /// Entries per `update` call when filling the restart data dir.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    restart_chunk: u64,
+    /// Where the data dirs and the Unix socket go (in fresh directories,
+    /// removed after). Not a tmpfs, or fsync costs nothing.
+    #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir())]
+    tmp_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,27 +135,75 @@ impl Names {
 
 fn bench(cli: &Cli) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
+    let procshared = match &cli.procshared {
+        Some(p) => p.clone(),
+        None => exe.with_file_name("procshared"),
+    };
+    let tmp = TempDir::new(&cli.tmp_dir, "run")?;
+    let scale = if cli.quick { 10 } else { 1 };
+    if !cli.restart_only {
+        workloads(cli, &exe, &procshared, tmp.path(), scale)?;
+    }
+    let entries = cli.restart_entries.unwrap_or(1_000_000 / scale);
+    if entries > 0 {
+        let params = restart::Params {
+            entries,
+            writers: cli.restart_writers.max(1),
+            chunk: cli.restart_chunk,
+        };
+        restart::run(&procshared, tmp.path(), &params)?;
+    }
+    drop(tmp);
+    Ok(())
+}
+
+/// The anchor's workloads, each with its variants right after it.
+fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -> Result<()> {
     let daemon = match &cli.url {
         Some(_) => None,
         None => {
-            let path = match &cli.procshared {
-                Some(p) => p.clone(),
-                None => exe.with_file_name("procshared"),
+            let spec = Spec {
+                unix: (!cli.no_unix).then(|| tmp.join("procshared.sock")),
+                ..Spec::default()
             };
-            Some(daemon::Daemon::start(&path)?)
+            Some(Daemon::start(procshared, &spec)?)
         }
     };
-    let url = match (&cli.url, &daemon) {
-        (Some(u), _) => u.clone(),
-        (None, Some(d)) => d.url().to_owned(),
+    let (url, unix_url) = match (&cli.url, &daemon) {
+        (Some(u), _) => (u.clone(), cli.unix_url.clone()),
+        (None, Some(d)) => (d.url().to_owned(), d.unix_url().map(str::to_owned)),
         (None, None) => unreachable!("a daemon is started when there is no --url"),
     };
-    let scale = if cli.quick { 10 } else { 1 };
+    let unix_url = unix_url.filter(|_| !cli.no_unix);
     let names = Names::new();
 
     // The anchor's order: seq_dict, concurrent_dict, lock_handoff, queue_pipe.
-    seq::run(cli.seq_client, &url, &names.dict, 20_000 / scale)?;
-    concurrent_dict(&exe, &url, &names, cli.clients, 2_000 / scale)?;
+    let seq_n = 20_000 / scale;
+    seq::run(cli.seq_client, Transport::Tcp, &url, &names.dict, seq_n)?;
+    if let Some(unix_url) = &unix_url {
+        seq::run(
+            cli.seq_client,
+            Transport::Unix,
+            unix_url,
+            &names.dict,
+            seq_n,
+        )?;
+    }
+    let mix = Mix {
+        exe,
+        clients: cli.clients,
+        n: 2_000 / scale,
+        dict: &names.dict,
+    };
+    mix.run(&url, "concurrent_dict_mix", "memory")?;
+    if !cli.no_durable {
+        let mut modes = [None, Some("every-second"), Some("always")];
+        let by = cli.durable_rotate % modes.len();
+        modes.rotate_left(by);
+        for fsync in modes {
+            durable_mix(&mix, procshared, tmp, fsync)?;
+        }
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,12 +211,12 @@ fn bench(cli: &Cli) -> Result<()> {
     let m = rt.block_on(procshare::Manager::connect(&url))?;
     let counter = rt.block_on(m.dict::<String, i64>(&names.counter))?;
     rt.block_on(counter.insert(COUNTER_KEY.to_owned(), 0))?;
-    lock_counter(&exe, &url, &names, cli.contenders, 2_000 / scale, || {
+    lock_counter(exe, &url, &names, cli.contenders, 2_000 / scale, || {
         rt.block_on(counter.get(&COUNTER_KEY.to_owned()))
             .map_err(Into::into)
     })?;
 
-    queue_pipe(&exe, &url, &names, 20_000 / scale)?;
+    queue_pipe(exe, &url, &names, 20_000 / scale)?;
     let left = rt.block_on(m.queue::<i64>(&names.queue, 0))?;
     let left = rt.block_on(left.qsize())?;
     if left != 0 {
@@ -141,26 +234,72 @@ fn bench(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-fn concurrent_dict(
-    exe: &std::path::Path,
-    url: &str,
-    names: &Names,
+/// `concurrent_dict_mix`: `clients` processes, `n` ops each, on `dict`.
+struct Mix<'a> {
+    exe: &'a Path,
     clients: usize,
     n: u64,
+    dict: &'a str,
+}
+
+impl Mix<'_> {
+    fn run(&self, url: &str, workload: &'static str, durability: &'static str) -> Result<()> {
+        let t = fleet::run(self.exe, self.clients, |k| {
+            worker_args(url, Job::Mix, self.n, k, self.dict, None)
+        })?;
+        let ops = self.clients as u64 * self.n;
+        let mut row = Row::new(workload, ops, t.total.as_secs_f64())
+            .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+        row.clients = Some(self.clients);
+        row.durability = Some(durability);
+        row.emit();
+        Ok(())
+    }
+}
+
+/// The same mix against a fresh `procshared`: in memory (`fsync` None), or
+/// with a fresh data dir and `--fsync fsync`. Its dict is first given the
+/// 1,000 keys the main run finds (left there by the sequential workloads),
+/// so that gets hit.
+fn durable_mix(
+    mix: &Mix,
+    procshared: &Path,
+    tmp: &Path,
+    fsync: Option<&'static str>,
 ) -> Result<()> {
-    let t = fleet::run(exe, clients, |k| {
-        worker_args(url, Job::Mix, n, k, &names.dict, None)
+    let dir = match fsync {
+        Some(f) => Some(TempDir::new(tmp, &format!("fsync-{f}"))?),
+        None => None,
+    };
+    let spec = Spec {
+        data_dir: dir.as_ref().map(|d| d.path().join("data")),
+        fsync,
+        ..Spec::default()
+    };
+    let d = Daemon::start(procshared, &spec)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let m = procshare::Manager::connect(d.url()).await?;
+        let dict = m.dict::<i64, i64>(mix.dict).await?;
+        dict.update((0..1000).map(|k| (k, k))).await?;
+        anyhow::Ok(())
     })?;
-    let ops = clients as u64 * n;
-    let mut row = Row::new("concurrent_dict_mix", ops, t.total.as_secs_f64())
-        .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
-    row.clients = Some(clients);
-    row.emit();
+    let (workload, durability) = match fsync {
+        None => ("concurrent_dict_mix_memory", "memory"),
+        Some("always") => ("concurrent_dict_mix_fsync_always", "always"),
+        Some(_) => ("concurrent_dict_mix_fsync_every_second", "every-second"),
+    };
+    mix.run(d.url(), workload, durability)?;
+    drop(rt);
+    d.stop()?;
+    drop(dir);
     Ok(())
 }
 
 fn lock_counter(
-    exe: &std::path::Path,
+    exe: &Path,
     url: &str,
     names: &Names,
     contenders: usize,
@@ -185,7 +324,7 @@ fn lock_counter(
     Ok(())
 }
 
-fn queue_pipe(exe: &std::path::Path, url: &str, names: &Names, n: u64) -> Result<()> {
+fn queue_pipe(exe: &Path, url: &str, names: &Names, n: u64) -> Result<()> {
     // Worker 0 consumes, worker 1 produces: the anchor starts the consumer
     // first too.
     let t = fleet::run(exe, 2, |k| {

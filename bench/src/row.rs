@@ -30,9 +30,43 @@ pub struct Row {
     /// `ops / work_seconds`: the throughput with process start left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_ops_per_s: Option<f64>,
+    /// Where the server kept its state: `memory`, or a data dir with
+    /// `--fsync every-second` or `always`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<&'static str>,
+    /// How the client reached the server: `tcp` (loopback) or `unix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// Restart workloads: dict entries in the data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// Restart workloads: log records replayed, as the server logged it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<u64>,
+    /// Restart workloads: the server's own recovery time (`elapsed_ms` of
+    /// its `data dir recovered` line), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_seconds: Option<f64>,
+    /// The server's resident set size (`VmRSS`), in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<f64>,
+    /// Bytes of the files in the data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir_bytes: Option<u64>,
+    /// The write-ahead log's size, as `procshare stats` reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
+    /// How long the `snapshot` call took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_seconds: Option<f64>,
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+/// Bytes as MiB, rounded to 0.1.
+pub fn mib(bytes: u64) -> f64 {
+    round(bytes as f64 / (1024.0 * 1024.0), 1)
+}
+
+pub fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
 }
