@@ -253,8 +253,9 @@ impl Store {
                 std::fs::remove_file(&path).map_err(|e| PersistError::io(&path, e))?;
                 continue;
             }
-            let read = wal::read_segment(&path).map_err(|e| PersistError::io(&path, e))?;
-            for record in read.records {
+            let mut read =
+                wal::SegmentReader::open(&path).map_err(|e| PersistError::io(&path, e))?;
+            while let Some(record) = read.next_record() {
                 next_seq = next_seq.max(record.seq + 1);
                 let Some(op) = record.op else { continue };
                 if skip_before.get(&op.name).is_some_and(|s| record.seq < *s) {
@@ -272,18 +273,18 @@ impl Store {
                 }
                 recovered.replayed += 1;
             }
-            if let Some(why) = read.damage {
+            if let Some(why) = read.damage() {
                 damaged = true;
                 recovered.dropped.push(format!("{}: {why}", path.display()));
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(|e| PersistError::io(&path, e))?;
-                f.set_len(read.good_len)
+                f.set_len(read.good_len())
                     .map_err(|e| PersistError::io(&path, e))?;
                 f.sync_all().map_err(|e| PersistError::io(&path, e))?;
             }
-            log_size += read.good_len;
+            log_size += read.good_len();
         }
         store.release_all_holders();
         for d in &recovered.dropped {

@@ -80,48 +80,72 @@ pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// The records of one segment, up to the first torn or corrupt one.
-pub struct SegmentRead {
-    pub records: Vec<pb::LogRecord>,
-    /// Where the good records end.
-    pub good_len: u64,
-    /// Whether anything after `good_len` was dropped, and why.
-    pub damage: Option<String>,
+/// Reads one segment's records one at a time (so that replaying a long log
+/// holds one decoded record, not all of them), stopping at the first torn or
+/// damaged one.
+pub struct SegmentReader {
+    bytes: Vec<u8>,
+    at: usize,
+    damage: Option<String>,
 }
 
-pub fn read_segment(path: &Path) -> std::io::Result<SegmentRead> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
-    let mut records = Vec::new();
-    let mut at = 0usize;
-    let damage = loop {
-        if at == bytes.len() {
-            break None;
+impl SegmentReader {
+    pub fn open(path: &Path) -> std::io::Result<SegmentReader> {
+        let mut bytes = Vec::new();
+        File::open(path)?.read_to_end(&mut bytes)?;
+        Ok(SegmentReader {
+            bytes,
+            at: 0,
+            damage: None,
+        })
+    }
+
+    /// The next good record; `None` at the end or at damage (see
+    /// [`SegmentReader::damage`]).
+    pub fn next_record(&mut self) -> Option<pb::LogRecord> {
+        if self.damage.is_some() || self.at == self.bytes.len() {
+            return None;
         }
-        if bytes.len() - at < FRAME_HEADER {
-            break Some(format!("a torn record header at byte {at}"));
-        }
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        if len > MAX_RECORD || bytes.len() - at - FRAME_HEADER < len {
-            break Some(format!("a torn record of {len} bytes at byte {at}"));
-        }
-        let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
-        if crc32fast::hash(payload) != crc {
-            break Some(format!("a checksum mismatch at byte {at}"));
-        }
-        match pb::LogRecord::decode(payload) {
-            Ok(r) => records.push(r),
-            Err(e) => break Some(format!("an undecodable record at byte {at}: {e}")),
-        }
-        at += FRAME_HEADER + len;
-    };
-    Ok(SegmentRead {
-        records,
-        good_len: at as u64,
-        damage: damage.map(|d| format!("{d} ({} bytes dropped)", bytes.len() - at)),
-    })
+        let (bytes, at) = (&self.bytes, self.at);
+        let why = 'bad: {
+            if bytes.len() - at < FRAME_HEADER {
+                break 'bad format!("a torn record header at byte {at}");
+            }
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                as usize;
+            let crc =
+                u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+            if len > MAX_RECORD || bytes.len() - at - FRAME_HEADER < len {
+                break 'bad format!("a torn record of {len} bytes at byte {at}");
+            }
+            let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
+            if crc32fast::hash(payload) != crc {
+                break 'bad format!("a checksum mismatch at byte {at}");
+            }
+            match pb::LogRecord::decode(payload) {
+                Ok(r) => {
+                    self.at += FRAME_HEADER + len;
+                    return Some(r);
+                }
+                Err(e) => format!("an undecodable record at byte {at}: {e}"),
+            }
+        };
+        self.damage = Some(format!(
+            "{why} ({} bytes dropped)",
+            self.bytes.len() - self.at
+        ));
+        None
+    }
+
+    /// Where the good records end.
+    pub fn good_len(&self) -> u64 {
+        self.at as u64
+    }
+
+    /// Why reading stopped before the end, if it did.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
