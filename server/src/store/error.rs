@@ -100,6 +100,7 @@ pub fn kind_name(kind: Kind) -> &'static str {
         Kind::Namespace => "namespace",
         Kind::Array => "array",
         Kind::Pipe => "pipe",
+        Kind::Pool => "pool",
     }
 }
 

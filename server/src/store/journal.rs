@@ -127,6 +127,19 @@ pub fn replayable(op: &Op) -> Option<Op> {
         Op::QueueTaskDone(_) => op.clone(),
         Op::NamespaceSet(_) | Op::NamespaceDelete(_) | Op::NamespaceStore(_) => op.clone(),
         Op::ArraySet(_) | Op::ArraySetRange(_) | Op::ArrayFetchAdd(_) => op.clone(),
+        // A claim and a result take what they find at once on replay: the
+        // log holds them in the order they were applied.
+        Op::PoolClaim(o) => Op::PoolClaim(pb::PoolClaim {
+            handlers: o.handlers.clone(),
+            timeout_secs: Some(0.0),
+        }),
+        Op::PoolResult(o) => Op::PoolResult(pb::PoolResult {
+            task_ids: o.task_ids.clone(),
+            timeout_secs: Some(0.0),
+        }),
+        Op::PoolSubmit(_) | Op::PoolComplete(_) | Op::PoolClose(_) | Op::PoolRelease(_) => {
+            op.clone()
+        }
         _ => return None,
     })
 }

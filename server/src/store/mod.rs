@@ -23,6 +23,7 @@ mod lock;
 mod namespace;
 pub mod persist;
 mod pipe;
+mod pool;
 mod queue;
 mod reply;
 mod restore;
@@ -74,6 +75,7 @@ enum Object {
     Namespace(namespace::Namespace),
     Array(array::Array),
     Pipe(pipe::Pipe),
+    Pool(pool::Pool),
 }
 
 /// The group of operations an op belongs to; an object accepts some groups.
@@ -95,6 +97,7 @@ enum Family {
     Namespace,
     Array,
     Pipe,
+    Pool,
 }
 
 impl Family {
@@ -163,6 +166,14 @@ impl Family {
             | Op::ArraySetRange(_)
             | Op::ArrayFetchAdd(_) => Family::Array,
             Op::PipeSend(_) | Op::PipeRecv(_) | Op::PipePoll(_) => Family::Pipe,
+            Op::PoolSubmit(_)
+            | Op::PoolClaim(_)
+            | Op::PoolComplete(_)
+            | Op::PoolResult(_)
+            | Op::PoolStatus(_)
+            | Op::PoolClose(_)
+            | Op::PoolJoin(_)
+            | Op::PoolRelease(_) => Family::Pool,
         }
     }
 
@@ -182,6 +193,7 @@ impl Family {
             Family::Namespace => "namespace",
             Family::Array => "array",
             Family::Pipe => "pipe",
+            Family::Pool => "pool",
         }
     }
 }
@@ -204,6 +216,7 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Array(_) => Kind::Array,
             Object::Pipe(_) => Kind::Pipe,
+            Object::Pool(_) => Kind::Pool,
         }
     }
 
@@ -224,6 +237,7 @@ impl Object {
                 | (Object::Namespace(_), Family::Namespace)
                 | (Object::Array(_), Family::Array)
                 | (Object::Pipe(_), Family::Pipe)
+                | (Object::Pool(_), Family::Pool)
         )
     }
 
@@ -265,6 +279,7 @@ impl Object {
                 Object::Array(array::Array::new(array_type(open.array_type)?, open.size)?)
             }
             Kind::Pipe => Object::Pipe(Default::default()),
+            Kind::Pool => Object::Pool(pool::Pool::new(limits.max_queue_len)),
             Kind::Unspecified => {
                 return Err(StoreError::InvalidArgument(
                     "open: an object kind is required".into(),
@@ -296,6 +311,7 @@ impl Object {
             Object::Namespace(n) => n.apply(name, op, rec),
             Object::Array(a) => a.apply(name, op, rec),
             Object::Pipe(p) => p.apply(name, op).await,
+            Object::Pool(p) => p.apply(name, &caller.client_id, op, rec).await,
         }
     }
 
@@ -315,6 +331,7 @@ impl Object {
             Object::Namespace(n) => n.describe(),
             Object::Array(a) => a.describe(),
             Object::Pipe(p) => p.describe(),
+            Object::Pool(p) => p.describe(),
         };
         if !fields.iter().any(|(k, _)| *k == "waiters") {
             fields.push(("waiters", Val::Int(0)));
@@ -364,6 +381,8 @@ pub fn is_read_only(op: &Op) -> bool {
             | Op::ArrayGet(_)
             | Op::ArrayGetRange(_)
             | Op::PipePoll(_)
+            | Op::PoolStatus(_)
+            | Op::PoolJoin(_)
     )
 }
 
@@ -375,6 +394,9 @@ pub fn may_wait(op: &Op) -> bool {
         Op::QueuePut(o) => o.blocking,
         Op::QueueGet(o) => o.blocking,
         Op::PipePoll(o) => o.timeout_secs.is_some(),
+        Op::PoolClaim(o) => o.timeout_secs != Some(0.0),
+        Op::PoolResult(o) => o.timeout_secs != Some(0.0),
+        Op::PoolJoin(_) => true,
         Op::ConditionWait(_)
         | Op::EventWait(_)
         | Op::BarrierWait(_)
@@ -701,6 +723,10 @@ impl Store {
                     0 => None,
                     n => Some(format!("{n} semaphore permit(s)")),
                 },
+                Object::Pool(p) => match self.release_pool_tasks(e.key(), p, client_id) {
+                    0 => None,
+                    n => Some(format!("{n} pool task(s), queued again")),
+                },
                 _ => None,
             };
             if let Some(what) = what {
@@ -708,6 +734,18 @@ impl Store {
             }
         }
         released
+    }
+
+    /// Queues again the tasks `client_id` runs in pool `name`, logging it as
+    /// that client's `PoolRelease` so that replay does the same.
+    fn release_pool_tasks(&self, name: &str, pool: &pool::Pool, client_id: &str) -> usize {
+        let caller = Caller::new(client_id, "");
+        let op = Op::PoolRelease(pb::PoolRelease {});
+        let rec = match &self.durable {
+            Some(d) => journal::Recorder::for_op(d.as_ref(), &caller, name, &op),
+            None => journal::Recorder::none(),
+        };
+        pool.release_client(client_id, &rec)
     }
 
     /// What `client_id` holds right now: `(object name, what)`.
@@ -723,6 +761,10 @@ impl Store {
                 Object::Semaphore(s) => match s.held_by(client_id) {
                     0 => None,
                     n => Some(format!("{n} semaphore permit(s)")),
+                },
+                Object::Pool(p) => match p.running_for(client_id) {
+                    0 => None,
+                    n => Some(format!("{n} pool task(s)")),
                 },
                 _ => None,
             };

@@ -10,7 +10,9 @@ use procshare_proto::{self as pb, object_state::State, ArrayType, Kind};
 
 use super::error::{Result, StoreError};
 use super::val::{pair_to_wire, Val};
-use super::{array, cell, dict, event, list, namespace, queue, semaphore, Object, Store, Stored};
+use super::{
+    array, cell, dict, event, list, namespace, pool, queue, semaphore, Object, Store, Stored,
+};
 
 fn wire_list(items: &[Val]) -> pb::ValueList {
     pb::ValueList {
@@ -85,6 +87,10 @@ impl Store {
                         let (items, seq) = a.save(next_seq);
                         (seq, Some(State::Array(wire_list(&items))))
                     }
+                    Object::Pool(p) => {
+                        let (state, seq) = p.save(next_seq);
+                        (seq, Some(State::Pool(state)))
+                    }
                     Object::Lock(_)
                     | Object::Condition(_)
                     | Object::Barrier(_)
@@ -151,6 +157,9 @@ impl Store {
                     .map_err(|_| StoreError::InvalidArgument("unknown array type".into()))?;
                 Object::Array(array::Array::restore(t, open.size, vals(Some(l))?)?)
             }
+            (Kind::Pool, Some(State::Pool(p))) => {
+                Object::Pool(pool::Pool::restore(p, self.limits.max_queue_len)?)
+            }
             (Kind::Condition, None) => {
                 let lock = if open.lock.is_empty() {
                     None
@@ -173,11 +182,15 @@ impl Store {
     }
 
     /// After a restart: every semaphore permit a (now gone) session held
-    /// comes back.
+    /// comes back, and every task one ran is queued again.
     pub(crate) fn release_all_holders(&self) {
         for e in self.objects.iter() {
-            if let Object::Semaphore(s) = &e.value().object {
-                s.release_all_holders();
+            match &e.value().object {
+                Object::Semaphore(s) => s.release_all_holders(),
+                Object::Pool(p) => {
+                    p.release_all();
+                }
+                _ => {}
             }
         }
     }
