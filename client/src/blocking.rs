@@ -26,6 +26,10 @@ use tokio::runtime::Runtime;
 use crate::error::{Error, Result};
 use crate::{ArrayElement, ObjectInfo, Swap};
 
+#[path = "blocking_pool.rs"]
+mod pool;
+pub use pool::{AsyncResult, PoolProxy, Unordered, Worker};
+
 /// Generates methods that block on the async proxy's method of the same name.
 macro_rules! blocking {
     ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {

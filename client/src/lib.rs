@@ -31,6 +31,7 @@ mod error;
 mod manager;
 mod proxy;
 mod session;
+mod worker;
 pub mod value;
 
 pub use connection::DEFAULT_CALL_TIMEOUT;
@@ -40,7 +41,9 @@ pub use proxy::{
     ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy,
     LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy, Swap, ValueProxy,
 };
+pub use proxy::{AsyncResult, PoolProxy, PoolStatus, Task, TaskError, TaskResult, Unordered};
 pub use session::DEFAULT_LEASE;
+pub use worker::{Worker, WorkerReport, WorkerStop};
 
 /// The wire types, for raw [`Manager::execute`] calls.
 pub use procshare_proto as wire;

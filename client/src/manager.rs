@@ -13,8 +13,8 @@ use crate::connection::{
 use crate::error::{Error, Result};
 use crate::proxy::{
     ArrayElement, ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy, Handle,
-    ListProxy, LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy,
-    ValueProxy,
+    ListProxy, LockProxy, NamespaceProxy, PipeProxy, PoolProxy, QueueProxy, RLockProxy,
+    SemaphoreProxy, ValueProxy,
 };
 
 /// Where to connect when neither an URL nor `PROCSHARE_URL` is given.
@@ -38,10 +38,11 @@ pub enum Kind {
     Namespace,
     Array,
     Pipe,
+    Pool,
 }
 
 /// Every kind with its wire twin and its lowercase name.
-const KINDS: [(Kind, pb::Kind, &str); 15] = [
+const KINDS: [(Kind, pb::Kind, &str); 16] = [
     (Kind::Dict, pb::Kind::Dict, "dict"),
     (Kind::List, pb::Kind::List, "list"),
     (Kind::Value, pb::Kind::Value, "value"),
@@ -65,6 +66,7 @@ const KINDS: [(Kind, pb::Kind, &str); 15] = [
     (Kind::Namespace, pb::Kind::Namespace, "namespace"),
     (Kind::Array, pb::Kind::Array, "array"),
     (Kind::Pipe, pb::Kind::Pipe, "pipe"),
+    (Kind::Pool, pb::Kind::Pool, "pool"),
 ];
 
 impl Kind {
@@ -513,6 +515,20 @@ impl Manager {
     ) -> Result<(PipeProxy<T>, PipeProxy<T>)> {
         let handle = self.open(name, Kind::Pipe, None).await?;
         Ok((PipeProxy::new(handle.clone(), 0), PipeProxy::new(handle, 1)))
+    }
+
+    /// The task pool called `name`, created empty if absent: submit tasks
+    /// with [`PoolProxy::map`] and friends, serve them with a
+    /// [`Worker`](crate::Worker) in any process.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: procshare::Manager) -> procshare::Result<()> {
+    /// let pool = m.pool("thumbs").await?;
+    /// let sizes = pool.map::<_, u64>("thumbnail", ["a.png", "b.png"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pool(&self, name: &str) -> Result<PoolProxy> {
+        Ok(PoolProxy::new(self.open(name, Kind::Pool, None).await?))
     }
 
     /// How busy the object called `name` is: its kind, the calls waiting on

@@ -111,6 +111,9 @@ enum Command {
     /// Shared conditions.
     #[command(subcommand)]
     Condition(waits::ConditionCmd),
+    /// Task pools.
+    #[command(subcommand)]
+    Pool(PoolCmd),
     /// Prints an object's kind, waiters and figures as JSON.
     Describe { name: String },
     /// Asks a server with a data dir to write a snapshot now; prints its figures as JSON.
@@ -170,6 +173,15 @@ enum ValueCmd {
         #[arg(allow_negative_numbers = true)]
         delta: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Prints the pool's counts as JSON: queued, running, done, failed,
+    /// unfetched, closed, workers. A missing pool is an error.
+    Status { name: String },
+    /// Closes the pool: no more submits; workers exit once it is drained.
+    Close { name: String },
 }
 
 #[derive(Subcommand)]
@@ -393,6 +405,18 @@ async fn value(m: &Manager, cmd: ValueCmd) -> Outcome {
     }
 }
 
+async fn pool(m: &Manager, cmd: PoolCmd) -> Outcome {
+    // No open first: asking about a pool must not create one.
+    let (name, op) = match cmd {
+        PoolCmd::Status { name } => (name, Op::PoolStatus(pb::PoolStatus {})),
+        PoolCmd::Close { name } => (name, Op::PoolClose(pb::PoolClose {})),
+    };
+    match m.execute(&name, op).await?.kind {
+        Some(r) => print_value(r),
+        None => Err(Failure::Call(Error::Protocol("result without a kind".into()))),
+    }
+}
+
 async fn lock(m: &Manager, cmd: LockCmd) -> Outcome {
     match cmd {
         LockCmd::Acquire { name, wait, hold } => {
@@ -505,6 +529,7 @@ async fn command(m: &Manager, command: Command) -> Outcome {
         Command::List(c) => list(&m, c).await?,
         Command::Value(c) => value(&m, c).await?,
         Command::Lock(c) => lock(&m, c).await?,
+        Command::Pool(c) => pool(&m, c).await?,
         Command::Queue(c) => waits::queue(&m, c).await?,
         Command::Event(c) => waits::event(&m, c).await?,
         Command::Semaphore(c) => waits::semaphore(&m, c).await?,
