@@ -130,7 +130,11 @@ const THUMB_EDGE: u32 = 128;
 fn files(n: usize, corrupt: &[usize]) -> Vec<File> {
     (0..n)
         .map(|i| {
-            let ext = if corrupt.contains(&i) { "corrupt" } else { "jpg" };
+            let ext = if corrupt.contains(&i) {
+                "corrupt"
+            } else {
+                "jpg"
+            };
             // Made-up but fixed dimensions, different for each file.
             let k = i as u32;
             File {
@@ -189,7 +193,12 @@ fn url_of(server: &str) -> String {
     }
 }
 
-fn worker(common: Common, concurrency: usize, name: Option<String>, hold: Option<String>) -> anyhow::Result<()> {
+fn worker(
+    common: Common,
+    concurrency: usize,
+    name: Option<String>,
+    hold: Option<String>,
+) -> anyhow::Result<()> {
     let url = match &common.server {
         Some(s) => url_of(s),
         None => std::env::var(procshare_examples::URL_VAR)
@@ -289,11 +298,12 @@ fn run(
     };
     let m = connect(&common, server.url())?;
     let own_pool = common.pool.is_none();
-    let pool_name = common.pool.clone().unwrap_or_else(|| unique_name("pool_map"));
+    let pool_name = common
+        .pool
+        .clone()
+        .unwrap_or_else(|| unique_name("pool_map"));
     let pool = m.pool(&pool_name)?;
-    println!(
-        "pool_map: {items} files, {workers} local workers, pool {pool_name}, server {server}"
-    );
+    println!("pool_map: {items} files, {workers} local workers, pool {pool_name}, server {server}");
     if workers == 0 {
         println!(
             "start workers elsewhere: pool_map worker --server {} --pool {pool_name}",

@@ -81,7 +81,9 @@ impl Blocking<crate::PoolProxy> {
         handler: &str,
         items: impl IntoIterator<Item = A>,
     ) -> Result<Unordered<T>> {
-        let inner = self.rt.block_on(self.inner.imap_unordered(handler, items))?;
+        let inner = self
+            .rt
+            .block_on(self.inner.imap_unordered(handler, items))?;
         Ok(Unordered {
             inner,
             rt: self.rt.clone(),

@@ -31,8 +31,8 @@ mod error;
 mod manager;
 mod proxy;
 mod session;
-mod worker;
 pub mod value;
+mod worker;
 
 pub use connection::DEFAULT_CALL_TIMEOUT;
 pub use error::{Error, Result};

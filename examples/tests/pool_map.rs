@@ -43,7 +43,11 @@ fn assert_in_order(out: &str, items: usize, corrupt: &[usize]) -> Vec<String> {
             assert!(e.contains("cannot decode"), "{out}");
         } else {
             assert_eq!(name, &format!("photo-{i:03}.jpg"), "{out}");
-            workers.push(outcome.clone().unwrap_or_else(|e| panic!("{name}: {e}\n{out}")));
+            workers.push(
+                outcome
+                    .clone()
+                    .unwrap_or_else(|e| panic!("{name}: {e}\n{out}")),
+            );
         }
     }
     assert!(
@@ -84,10 +88,9 @@ fn spawn(args: &[&str]) -> (KillOnDrop, mpsc::Receiver<(String, String)>) {
 
 /// Waits for a background `pool_map` to exit; returns (success, stdout, stderr).
 fn finish(mut p: (KillOnDrop, mpsc::Receiver<(String, String)>)) -> (bool, String, String) {
-    let (out, err) = p
-        .1
-        .recv_timeout(RUN_DEADLINE)
-        .unwrap_or_else(|_| panic!("pool_map did not finish within {RUN_DEADLINE:?}"));
+    let (out, err) =
+        p.1.recv_timeout(RUN_DEADLINE)
+            .unwrap_or_else(|_| panic!("pool_map did not finish within {RUN_DEADLINE:?}"));
     let status = p.0 .0.wait().expect("wait for pool_map");
     (status.success(), out, err)
 }
@@ -109,7 +112,10 @@ fn results_in_order_and_an_error_for_corrupt_files_only_embedded() {
     assert!(r.status.success(), "{}", r.dump());
     assert_server(&r.stdout, None);
     let workers = assert_in_order(&r.stdout, 20, &[2, 7]);
-    assert!(workers.iter().all(|w| w.starts_with("local-")), "{workers:?}");
+    assert!(
+        workers.iter().all(|w| w.starts_with("local-")),
+        "{workers:?}"
+    );
     assert!(r.stderr.contains("progress: 20/20"), "{}", r.dump());
 }
 
@@ -124,7 +130,15 @@ fn a_worker_started_as_a_separate_command_shares_the_work() {
     let out = run_ok(
         EXE,
         &[
-            "run", "--server", &url, "--pool", "thumbs", "--workers", "2", "--items", "30",
+            "run",
+            "--server",
+            &url,
+            "--pool",
+            "thumbs",
+            "--workers",
+            "2",
+            "--items",
+            "30",
         ],
         None,
     );
@@ -176,7 +190,15 @@ fn a_worker_killed_mid_task_has_its_task_finished_by_another() {
     };
     let mut doomed = worker("doomed");
     let caller = spawn(&[
-        "run", "--server", &url, "--pool", "killed", "--workers", "0", "--items", "8",
+        "run",
+        "--server",
+        &url,
+        "--pool",
+        "killed",
+        "--workers",
+        "0",
+        "--items",
+        "8",
     ]);
     // The doomed worker says (through the server) that it is running
     // photo-003 and will never finish it.

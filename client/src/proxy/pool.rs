@@ -202,7 +202,11 @@ impl PoolProxy {
     }
 
     /// Waits for the first finished of `ids` and takes its outcome.
-    async fn take(&self, ids: Vec<u64>, timeout: Option<Duration>) -> Result<(u64, pb::PoolOutcome)> {
+    async fn take(
+        &self,
+        ids: Vec<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<(u64, pb::PoolOutcome)> {
         let (timeout_secs, deadline) = wait_for(timeout);
         let op = Op::PoolResult(pb::PoolResult {
             task_ids: ids,
@@ -247,7 +251,11 @@ impl PoolProxy {
     /// takes) — [`Error::Empty`] if none came. `Ok(None)`: the pool is closed
     /// and drained, the worker may exit. [`Worker`](crate::Worker) does this
     /// for you.
-    pub async fn claim(&self, handlers: &[String], timeout: Option<Duration>) -> Result<Option<Task>> {
+    pub async fn claim(
+        &self,
+        handlers: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Option<Task>> {
         let (timeout_secs, deadline) = wait_for(timeout);
         let op = Op::PoolClaim(pb::PoolClaim {
             handlers: handlers.to_vec(),

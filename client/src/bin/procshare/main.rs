@@ -413,7 +413,9 @@ async fn pool(m: &Manager, cmd: PoolCmd) -> Outcome {
     };
     match m.execute(&name, op).await?.kind {
         Some(r) => print_value(r),
-        None => Err(Failure::Call(Error::Protocol("result without a kind".into()))),
+        None => Err(Failure::Call(Error::Protocol(
+            "result without a kind".into(),
+        ))),
     }
 }
 
