@@ -32,6 +32,7 @@ mod manager;
 mod proxy;
 mod session;
 pub mod value;
+mod watch;
 
 pub use connection::DEFAULT_CALL_TIMEOUT;
 pub use error::{Error, Result};
@@ -41,6 +42,7 @@ pub use proxy::{
     LockProxy, NamespaceProxy, PipeProxy, QueueProxy, RLockProxy, SemaphoreProxy, Swap, ValueProxy,
 };
 pub use session::DEFAULT_LEASE;
+pub use watch::{Change, ChangeKind, Watch, WatchState};
 
 /// The wire types, for raw [`Manager::execute`] calls.
 pub use procshare_proto as wire;
