@@ -337,6 +337,25 @@ where
     pub fn snapshot<C: FromIterator<(K, V)>>(&self) -> Result<C> {
         self.rt.block_on(self.inner.snapshot())
     }
+
+    /// Watches this dict's changes from now on: an iterator that blocks for
+    /// each change (see [`crate::Watch`]).
+    pub fn watch(&self) -> Result<Watch<V, K>> {
+        let inner = self.rt.block_on(self.inner.watch())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// Like `watch`, starting with a snapshot of the whole dict.
+    pub fn watch_from_snapshot(&self) -> Result<Watch<V, K>> {
+        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
 }
 
 /// The synchronous [`crate::ListProxy`].
@@ -397,6 +416,25 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn extend(&self, values: impl IntoIterator<Item = T>) -> Result<()> {
         self.rt.block_on(self.inner.extend(values))
     }
+
+    /// Watches this list's changes from now on: an iterator that blocks for
+    /// each change (see [`crate::Watch`]).
+    pub fn watch(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// Like `watch`, starting with a snapshot of the whole list.
+    pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
 }
 
 /// The synchronous [`crate::ValueProxy`].
@@ -433,6 +471,25 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
         fn fetch_add(&self, delta: T) -> T;
         /// Atomically adds `delta`; returns `(previous, new)`.
         fn add(&self, delta: T) -> (T, T);
+    }
+
+    /// Watches this value's changes from now on: an iterator that blocks for
+    /// each change (see [`crate::Watch`]).
+    pub fn watch(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// Like `watch`, starting with a snapshot of the whole value.
+    pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
     }
 }
 
@@ -660,6 +717,25 @@ impl Blocking<crate::EventProxy> {
         /// Waits until set (false on timeout).
         fn wait(&self, timeout: Option<Duration>) -> bool;
     }
+
+    /// Watches this event's changes from now on: an iterator that blocks for
+    /// each change (see [`crate::Watch`]).
+    pub fn watch(&self) -> Result<Watch<()>> {
+        let inner = self.rt.block_on(self.inner.watch())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// Like `watch`, starting with a snapshot of the whole event.
+    pub fn watch_from_snapshot(&self) -> Result<Watch<()>> {
+        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
 }
 
 impl Blocking<crate::BarrierProxy> {
@@ -719,6 +795,25 @@ impl<T: Serialize + DeserializeOwned> Blocking<crate::QueueProxy<T>> {
         fn join(&self) -> ();
         /// Like `join`, at most `timeout`.
         fn join_timeout(&self, timeout: Duration) -> ();
+    }
+
+    /// Watches this queue's changes from now on: an iterator that blocks for
+    /// each change (see [`crate::Watch`]).
+    pub fn watch(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// Like `watch`, starting with a snapshot of the whole queue.
+    pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
+        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
+        Ok(Watch {
+            inner,
+            rt: self.rt.clone(),
+        })
     }
 }
 
@@ -810,5 +905,31 @@ impl<T: Serialize + DeserializeOwned> Blocking<crate::PipeProxy<T>> {
         fn recv_timeout(&self, timeout: Duration) -> T;
         /// Whether something is waiting, waiting up to `timeout` for it.
         fn poll(&self, timeout: Option<Duration>) -> bool;
+    }
+}
+
+/// The synchronous [`crate::Watch`]: an iterator over an object's changes
+/// that blocks until the next one. It ends after
+/// [`ChangeKind::Deleted`](crate::ChangeKind::Deleted); an error (the
+/// server shut down) is its last item.
+///
+/// ```no_run
+/// let m = procshare::blocking::Manager::connect("http://127.0.0.1:50051")?;
+/// let log = m.list::<String>("log")?;
+/// for change in log.watch()?.take(10) {
+///     println!("{}", change?.to_json()?);
+/// }
+/// # Ok::<(), procshare::Error>(())
+/// ```
+pub struct Watch<V, K = ()> {
+    inner: crate::Watch<V, K>,
+    rt: Arc<ClientRuntime>,
+}
+
+impl<V: DeserializeOwned, K: DeserializeOwned> Iterator for Watch<V, K> {
+    type Item = Result<crate::Change<V, K>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rt.block_on(self.inner.next()).transpose()
     }
 }

@@ -62,7 +62,7 @@ impl Interceptor for Credentials {
     }
 }
 
-type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
+pub(crate) type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
 
 /// The session calls, made on the connection's client.
 #[derive(Clone)]
@@ -384,6 +384,12 @@ impl Connection {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The gRPC client on this connection's channel (with its token), for
+    /// calls other than `execute`: a watch's stream.
+    pub(crate) fn grpc(&self) -> Client {
+        self.client.clone()
     }
 
     fn limit(&self, deadline: Deadline) -> Option<Duration> {

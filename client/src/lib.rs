@@ -32,6 +32,7 @@ mod manager;
 mod proxy;
 mod session;
 pub mod value;
+mod watch;
 mod worker;
 
 pub use connection::DEFAULT_CALL_TIMEOUT;
@@ -43,6 +44,7 @@ pub use proxy::{
 };
 pub use proxy::{AsyncResult, PoolProxy, PoolStatus, Task, TaskError, TaskResult, Unordered};
 pub use session::DEFAULT_LEASE;
+pub use watch::{Change, ChangeKind, Watch, WatchState};
 pub use worker::{Worker, WorkerReport, WorkerStop};
 
 /// The wire types, for raw [`Manager::execute`] calls.

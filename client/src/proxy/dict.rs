@@ -51,6 +51,28 @@ where
         self.handle.name()
     }
 
+    /// Watches this dict's changes from now on (see [`crate::Watch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::connect("http://127.0.0.1:50051").await?;
+    /// let scores = m.dict::<String, i64>("scores").await?;
+    /// let mut watch = scores.watch().await?;
+    /// while let Some(change) = watch.next().await? {
+    ///     println!("{}", change.to_json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self) -> Result<crate::Watch<V, K>> {
+        crate::Watch::start(&self.handle.conn, self.name(), false).await
+    }
+
+    /// Like [`watch`](Self::watch), but the first event is a snapshot of
+    /// the whole dict, which the changes that follow apply to.
+    pub async fn watch_from_snapshot(&self) -> Result<crate::Watch<V, K>> {
+        crate::Watch::start(&self.handle.conn, self.name(), true).await
+    }
+
     /// The value under `key`, if any.
     pub async fn get(&self, key: &K) -> Result<Option<V>> {
         let key = super::wire(key)?;

@@ -34,6 +34,28 @@ impl EventProxy {
         self.handle.name()
     }
 
+    /// Watches this event's changes from now on (see [`crate::Watch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::connect("http://127.0.0.1:50051").await?;
+    /// let go = m.event("start").await?;
+    /// let mut watch = go.watch().await?;
+    /// while let Some(change) = watch.next().await? {
+    ///     println!("{}", change.to_json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self) -> Result<crate::Watch<()>> {
+        crate::Watch::start(&self.handle.conn, self.name(), false).await
+    }
+
+    /// Like [`watch`](Self::watch), but the first event is a snapshot of
+    /// the whole event, which the changes that follow apply to.
+    pub async fn watch_from_snapshot(&self) -> Result<crate::Watch<()>> {
+        crate::Watch::start(&self.handle.conn, self.name(), true).await
+    }
+
     /// Sets the flag and wakes every waiter.
     pub async fn set(&self) -> Result<()> {
         super::unit(self.handle.call(Op::EventSet(pb::EventSet {})).await?)

@@ -47,6 +47,28 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.handle.name()
     }
 
+    /// Watches this list's changes from now on (see [`crate::Watch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::connect("http://127.0.0.1:50051").await?;
+    /// let log = m.list::<String>("log").await?;
+    /// let mut watch = log.watch().await?;
+    /// while let Some(change) = watch.next().await? {
+    ///     println!("{}", change.to_json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), false).await
+    }
+
+    /// Like [`watch`](Self::watch), but the first event is a snapshot of
+    /// the whole list, which the changes that follow apply to.
+    pub async fn watch_from_snapshot(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), true).await
+    }
+
     /// Appends `value` (Python's `append`).
     pub async fn push(&self, value: T) -> Result<()> {
         let op = Op::ListPush(pb::ListPush {

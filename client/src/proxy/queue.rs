@@ -58,6 +58,28 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.handle.name()
     }
 
+    /// Watches this queue's changes from now on (see [`crate::Watch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::connect("http://127.0.0.1:50051").await?;
+    /// let jobs = m.queue::<String>("jobs", 0).await?;
+    /// let mut watch = jobs.watch().await?;
+    /// while let Some(change) = watch.next().await? {
+    ///     println!("{}", change.to_json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), false).await
+    }
+
+    /// Like [`watch`](Self::watch), but the first event is a snapshot of
+    /// the whole queue, which the changes that follow apply to.
+    pub async fn watch_from_snapshot(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), true).await
+    }
+
     async fn put_with(&self, item: &T, blocking: bool, timeout: Option<Duration>) -> Result<()> {
         let (timeout_secs, deadline) = if blocking {
             wait_for(timeout)

@@ -46,6 +46,28 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
         self.handle.name()
     }
 
+    /// Watches this value's changes from now on (see [`crate::Watch`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::connect("http://127.0.0.1:50051").await?;
+    /// let counter = m.value::<i64>("counter", &0).await?;
+    /// let mut watch = counter.watch().await?;
+    /// while let Some(change) = watch.next().await? {
+    ///     println!("{}", change.to_json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), false).await
+    }
+
+    /// Like [`watch`](Self::watch), but the first event is a snapshot of
+    /// the whole value, which the changes that follow apply to.
+    pub async fn watch_from_snapshot(&self) -> Result<crate::Watch<T>> {
+        crate::Watch::start(&self.handle.conn, self.name(), true).await
+    }
+
     /// The current value.
     pub async fn get(&self) -> Result<T> {
         super::value(self.handle.call(Op::ValueGet(pb::ValueGet {})).await?)

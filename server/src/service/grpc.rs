@@ -16,7 +16,7 @@ use crate::store::val::Val;
 use crate::store::{is_read_only, may_wait, Caller, Store, StoreError};
 
 /// Longest client id accepted, in bytes.
-const MAX_CLIENT_ID_LEN: usize = 255;
+pub(super) const MAX_CLIENT_ID_LEN: usize = 255;
 
 /// Limits the service enforces before an operation reaches the store.
 #[derive(Debug, Clone)]
@@ -310,5 +310,14 @@ impl Procshare for Service {
             });
         }
         Ok(Response::new(pb::BatchResponse { responses }))
+    }
+
+    type WatchStream = super::watch::WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        super::watch::start(&self.store, &self.sessions, &self.shutdown, request)
     }
 }

@@ -17,6 +17,7 @@ pub mod session;
 pub mod status;
 pub mod tls;
 pub mod unix;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;

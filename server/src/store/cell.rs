@@ -8,16 +8,29 @@ use super::error::{Result, StoreError};
 use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
+use super::watch::{Change, Feed, Snapshot};
 
 pub struct Cell {
     value: Mutex<Val>,
+    feed: Feed,
 }
 
 impl Cell {
     pub fn new(initial: Val) -> Self {
         Cell {
             value: Mutex::new(initial),
+            feed: Feed::default(),
         }
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `f` with the value locked, on its feed and its state.
+    pub fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+        let value = self.value.lock();
+        f(&self.feed, &|| Snapshot::Value(value.clone()))
     }
 
     pub fn apply(&self, name: &str, op: Op, rec: &Recorder) -> Result<OpResult> {
@@ -27,6 +40,7 @@ impl Cell {
                 let new = Val::required(o.value, "value")?;
                 let mut value = self.value.lock();
                 rec.commit();
+                self.feed.publish(|| Change::ValueSet(new.clone()));
                 *value = new;
                 Ok(reply::unit())
             }
@@ -34,6 +48,7 @@ impl Cell {
                 let new = Val::required(o.value, "value")?;
                 let mut value = self.value.lock();
                 rec.commit();
+                self.feed.publish(|| Change::ValueSet(new.clone()));
                 let old = std::mem::replace(&mut *value, new);
                 Ok(reply::value(&old))
             }
@@ -44,6 +59,7 @@ impl Cell {
                 let swapped = *value == expected;
                 if swapped {
                     rec.commit();
+                    self.feed.publish(|| Change::ValueSet(new.clone()));
                     *value = new;
                 }
                 Ok(reply::swap(swapped, Some(&value)))
@@ -63,6 +79,7 @@ impl Cell {
                     other => other,
                 })?;
                 rec.commit();
+                self.feed.publish(|| Change::ValueSet(new.clone()));
                 *value = new.clone();
                 Ok(reply::pair(&previous, &new))
             }

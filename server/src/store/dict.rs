@@ -12,10 +12,12 @@ use super::error::{Result, StoreError};
 use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
+use super::watch::{Change, Feed, Snapshot};
 
 #[derive(Default)]
 pub struct Dict {
     entries: Mutex<IndexMap<Val, Val>>,
+    feed: Feed,
 }
 
 impl Dict {
@@ -32,14 +34,22 @@ impl Dict {
                 let value = Val::required(o.value, "value")?;
                 let mut entries = self.entries.lock();
                 rec.commit();
+                self.feed.publish(|| Change::KeySet {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
                 Ok(reply::maybe(entries.insert(key, value).as_ref()))
             }
             Op::DictRemove(o) => {
                 let key = Val::required(o.key, "key")?;
                 let mut entries = self.entries.lock();
                 let removed = entries.swap_remove(&key);
-                if removed.is_some() {
+                if let Some(value) = &removed {
                     rec.commit();
+                    self.feed.publish(|| Change::KeyRemoved {
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
                 }
                 Ok(reply::maybe(removed.as_ref()))
             }
@@ -59,12 +69,14 @@ impl Dict {
                     .collect::<Result<_>>()?;
                 let mut entries = self.entries.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Updated(new.clone()));
                 entries.extend(new);
                 Ok(reply::unit())
             }
             Op::DictClear(_) => {
                 let mut entries = self.entries.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Cleared);
                 entries.clear();
                 Ok(reply::unit())
             }
@@ -74,12 +86,20 @@ impl Dict {
                 let mut entries = self.entries.lock();
                 if !entries.contains_key(&key) {
                     rec.commit();
+                    self.feed.publish(|| Change::KeySet {
+                        key: key.clone(),
+                        value: default.clone(),
+                    });
                 }
                 Ok(reply::value(entries.entry(key).or_insert(default)))
             }
             Op::DictPopItem(_) => match self.entries.lock().pop() {
                 Some((k, v)) => {
                     rec.commit();
+                    self.feed.publish(|| Change::KeyRemoved {
+                        key: k.clone(),
+                        value: v.clone(),
+                    });
                     Ok(reply::pair(&k, &v))
                 }
                 None => Err(StoreError::NotFound(format!(
@@ -96,6 +116,10 @@ impl Dict {
                 let mut entries = self.entries.lock();
                 if entries.get(&key) == expected.as_ref() {
                     rec.commit();
+                    self.feed.publish(|| Change::KeySet {
+                        key: key.clone(),
+                        value: new.clone(),
+                    });
                     entries.insert(key, new.clone());
                     Ok(reply::swap(true, Some(&new)))
                 } else {
@@ -117,6 +141,10 @@ impl Dict {
                     other => other,
                 })?;
                 rec.commit();
+                self.feed.publish(|| Change::KeySet {
+                    key: key.clone(),
+                    value: new.clone(),
+                });
                 entries.insert(key, new.clone());
                 Ok(reply::pair(&previous, &new))
             }
@@ -144,7 +172,25 @@ impl Dict {
     pub fn restore(entries: Vec<(Val, Val)>) -> Self {
         Dict {
             entries: Mutex::new(entries.into_iter().collect()),
+            feed: Feed::default(),
         }
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `f` with the dict locked, on its feed and its state.
+    pub fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+        let entries = self.entries.lock();
+        f(&self.feed, &|| {
+            Snapshot::Dict(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        })
     }
 }
 

@@ -13,12 +13,14 @@ use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 use super::wait::{timeout_from_secs, until, Waiters};
+use super::watch::{Change, Feed, Snapshot};
 
 #[derive(Default)]
 pub struct Event {
     state: Mutex<State>,
     changed: Notify,
     waiters: Waiters,
+    feed: Feed,
 }
 
 #[derive(Default)]
@@ -33,6 +35,7 @@ impl Event {
             Op::EventSet(_) => {
                 let mut s = self.state.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Flag(true));
                 s.flag = true;
                 s.generation += 1;
                 drop(s);
@@ -42,6 +45,7 @@ impl Event {
             Op::EventClear(_) => {
                 let mut s = self.state.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Flag(false));
                 s.flag = false;
                 Ok(reply::unit())
             }
@@ -64,6 +68,16 @@ impl Event {
     pub fn save(&self, next_seq: impl FnOnce() -> u64) -> (bool, u64) {
         let s = self.state.lock();
         (s.flag, next_seq())
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `f` with the event locked, on its feed and its state.
+    pub fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+        let s = self.state.lock();
+        f(&self.feed, &|| Snapshot::Event(s.flag))
     }
 
     pub fn restore(flag: bool) -> Self {

@@ -9,10 +9,12 @@ use super::index::{clamp, position, slice};
 use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
+use super::watch::{Change, Feed, Snapshot};
 
 #[derive(Default)]
 pub struct List {
     items: Mutex<Vec<Val>>,
+    feed: Feed,
 }
 
 fn out_of_range(name: &str, index: i64, len: usize) -> StoreError {
@@ -28,6 +30,7 @@ impl List {
                 let v = Val::required(o.value, "value")?;
                 let mut items = self.items.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Pushed(v.clone()));
                 items.push(v);
                 Ok(reply::unit())
             }
@@ -39,6 +42,7 @@ impl List {
                     .collect::<Result<_>>()?;
                 let mut items = self.items.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Extended(vs.clone()));
                 items.extend(vs);
                 Ok(reply::unit())
             }
@@ -54,6 +58,10 @@ impl List {
                 let len = items.len();
                 let i = position(o.index, len).ok_or_else(|| out_of_range(name, o.index, len))?;
                 rec.commit();
+                self.feed.publish(|| Change::ItemSet {
+                    index: i,
+                    value: v.clone(),
+                });
                 items[i] = v;
                 Ok(reply::unit())
             }
@@ -62,6 +70,10 @@ impl List {
                 let mut items = self.items.lock();
                 let at = clamp(o.index, items.len());
                 rec.commit();
+                self.feed.publish(|| Change::Inserted {
+                    index: at,
+                    value: v.clone(),
+                });
                 items.insert(at, v);
                 Ok(reply::unit())
             }
@@ -76,7 +88,12 @@ impl List {
                 let index = o.index.unwrap_or(-1);
                 let i = position(index, len).ok_or_else(|| out_of_range(name, index, len))?;
                 rec.commit();
-                Ok(reply::value(&items.remove(i)))
+                let value = items.remove(i);
+                self.feed.publish(|| Change::Popped {
+                    index: i,
+                    value: value.clone(),
+                });
+                Ok(reply::value(&value))
             }
             Op::ListRemove(o) => {
                 let v = Val::required(o.value, "value")?;
@@ -85,7 +102,8 @@ impl List {
                     StoreError::NotFound(format!("list {name:?}: value not in list"))
                 })?;
                 rec.commit();
-                items.remove(i);
+                let value = items.remove(i);
+                self.feed.publish(|| Change::Popped { index: i, value });
                 Ok(reply::unit())
             }
             Op::ListIndex(o) => {
@@ -111,12 +129,14 @@ impl List {
             Op::ListClear(_) => {
                 let mut items = self.items.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Cleared);
                 items.clear();
                 Ok(reply::unit())
             }
             Op::ListReverse(_) => {
                 let mut items = self.items.lock();
                 rec.commit();
+                self.feed.publish(|| Change::Reversed);
                 items.reverse();
                 Ok(reply::unit())
             }
@@ -138,7 +158,18 @@ impl List {
     pub fn restore(items: Vec<Val>) -> Self {
         List {
             items: Mutex::new(items),
+            feed: Feed::default(),
         }
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `f` with the list locked, on its feed and its state.
+    pub fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+        let items = self.items.lock();
+        f(&self.feed, &|| Snapshot::List(items.clone()))
     }
 }
 

@@ -30,6 +30,7 @@ mod restore;
 mod semaphore;
 pub mod val;
 mod wait;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -446,6 +447,49 @@ struct Stored {
     object: Object,
 }
 
+/// The watchable kinds; `watch::Watcher` needs nothing else of an object.
+impl watch::Watched for Stored {
+    fn feed(&self) -> &watch::Feed {
+        match &self.object {
+            Object::Dict(d) => d.feed(),
+            Object::List(l) => l.feed(),
+            Object::Value(c) => c.feed(),
+            Object::Queue(q) => q.feed(),
+            Object::Event(e) => e.feed(),
+            // Store::watch lets no other kind in; a feed nobody publishes
+            // to is the harmless answer.
+            _ => {
+                static NONE: std::sync::OnceLock<watch::Feed> = std::sync::OnceLock::new();
+                NONE.get_or_init(watch::Feed::default)
+            }
+        }
+    }
+
+    fn locked(&self, f: &mut dyn FnMut(&watch::Feed, &dyn Fn() -> watch::Snapshot)) {
+        match &self.object {
+            Object::Dict(d) => d.locked(f),
+            Object::List(l) => l.locked(f),
+            Object::Value(c) => c.locked(f),
+            Object::Queue(q) => q.locked(f),
+            Object::Event(e) => e.locked(f),
+            _ => {}
+        }
+    }
+}
+
+impl Stored {
+    fn watchable(&self) -> bool {
+        matches!(
+            self.object,
+            Object::Dict(_)
+                | Object::List(_)
+                | Object::Value(_)
+                | Object::Queue(_)
+                | Object::Event(_)
+        )
+    }
+}
+
 impl std::ops::Deref for Stored {
     type Target = Object;
 
@@ -575,6 +619,21 @@ impl Store {
         object.apply(&name, caller, op, rec).await
     }
 
+    /// Watches the object called `name` (a dict, list, value, queue or
+    /// event) from now on; see [`watch`].
+    pub fn watch(&self, name: &str, snapshot: bool) -> Result<watch::Watcher> {
+        validate_name_within(name, self.limits.max_name_bytes)?;
+        let object = self.get(name)?;
+        if !object.watchable() {
+            return Err(StoreError::WrongKind {
+                name: name.to_owned(),
+                wanted: "dict, list, value, queue or event",
+                actual: kind_name(object.kind()),
+            });
+        }
+        watch::Watcher::start(object, name, snapshot)
+    }
+
     /// Server figures: objects, and the data dir's if there is one.
     fn stats(&self) -> OpResult {
         let mut fields = vec![
@@ -683,8 +742,12 @@ impl Store {
     fn delete(&self, name: &str, rec: &journal::Recorder) -> Result<OpResult> {
         // Commit while the shard is locked, so the record is ordered with
         // the object's other records.
-        match self.objects.remove_if(name, |_, _| {
+        match self.objects.remove_if(name, |_, stored| {
             rec.commit();
+            // Under the object's lock, after its last change: watchers see
+            // the deletion last. (Shard lock, then object lock: the order
+            // every path that takes both uses.)
+            watch::Watched::locked(stored.as_ref(), &mut |feed, _| feed.close());
             true
         }) {
             Some(_) => Ok(reply::unit()),

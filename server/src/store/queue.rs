@@ -17,6 +17,7 @@ use super::journal::Recorder;
 use super::reply;
 use super::val::Val;
 use super::wait::{timeout_from_secs, until, Waiters};
+use super::watch::{Change, Feed, Snapshot};
 
 pub struct Queue {
     /// 0: unbounded.
@@ -29,6 +30,7 @@ pub struct Queue {
     not_full: Notify,
     all_done: Notify,
     waiters: Waiters,
+    feed: Feed,
 }
 
 #[derive(Default)]
@@ -49,7 +51,21 @@ impl Queue {
             not_full: Notify::new(),
             all_done: Notify::new(),
             waiters: Waiters::default(),
+            feed: Feed::default(),
         }
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `f` with the queue locked, on its feed and its state.
+    pub fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+        let s = self.state.lock();
+        f(&self.feed, &|| Snapshot::Queue {
+            items: s.items.iter().cloned().collect(),
+            unfinished: s.unfinished,
+        })
     }
 
     /// The same queue under the server's length limit.
@@ -77,6 +93,7 @@ impl Queue {
         }
         let value = value.take()?;
         rec.commit();
+        self.feed.publish(|| Change::Pushed(value.clone()));
         s.items.push_back(value);
         s.unfinished += 1;
         Some(())
@@ -86,6 +103,10 @@ impl Queue {
         let mut s = self.state.lock();
         let item = s.items.pop_front()?;
         rec.commit();
+        self.feed.publish(|| Change::Popped {
+            index: 0,
+            value: item.clone(),
+        });
         Some(item)
     }
 
@@ -145,6 +166,8 @@ impl Queue {
                 }
                 rec.commit();
                 s.unfinished -= 1;
+                let unfinished = s.unfinished;
+                self.feed.publish(|| Change::TaskDone { unfinished });
                 if s.unfinished == 0 {
                     drop(s);
                     self.all_done.notify_waiters();

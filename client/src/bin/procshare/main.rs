@@ -5,6 +5,7 @@
 //! (including malformed JSON), 3 a timeout.
 
 mod waits;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -123,6 +124,10 @@ enum Command {
     /// Lists live sessions, one line each: `ID PEER AGE HOLDS` (HOLDS is
     /// `-` or a comma-separated list such as `lock printer`).
     Sessions,
+    /// Prints an object's changes as they happen, one JSON object per line
+    /// (`{"seq":3,"event":"key_set","key":"a","value":1}`), until it is
+    /// deleted or the command is interrupted.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -537,6 +542,7 @@ async fn command(m: &Manager, command: Command) -> Outcome {
         Command::Semaphore(c) => waits::semaphore(&m, c).await?,
         Command::Barrier(c) => waits::barrier(&m, c).await?,
         Command::Condition(c) => waits::condition(&m, c).await?,
+        Command::Watch(args) => watch::watch(&m, args).await?,
         Command::Describe { name } => say(&m.describe(&name).await?.to_string()),
         Command::Snapshot => say(&server_op(&m, Op::Snapshot(pb::Snapshot {})).await?),
         Command::Stats => say(&server_op(&m, Op::Stats(pb::Stats {})).await?),

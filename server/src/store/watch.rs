@@ -1,0 +1,609 @@
+//! Watching an object: a per-object change feed.
+//!
+//! Every watchable object (dict, list, value, queue, event) owns a [`Feed`].
+//! The object calls [`Feed::publish`] while it is still locked, at the very
+//! place where it applies a change (beside the write-ahead log's
+//! `Recorder::commit`, for the same reason: the lock orders concurrent
+//! writers, so the feed's `seq` follows the order the changes were applied
+//! in). Deriving events after the fact from the op and its result would run
+//! after the lock is gone, where two writers can overtake each other.
+//!
+//! Nobody watching costs one atomic add (the seq) and one atomic load (the
+//! watcher count) per change; the event itself is built only when someone
+//! watches. Watchers share a bounded tokio broadcast channel, so a slow
+//! watcher never holds a writer up: it falls behind, is told so
+//! ([`Event::Lagged`]), and is brought back in step with a snapshot read
+//! under the object's lock, which later changes apply on top of.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::error::{Result, StoreError};
+use super::val::Val;
+
+/// Changes a watcher may fall behind by before it is resynchronised.
+pub const CAPACITY: usize = 1024;
+
+/// One change to an object, as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// dict: `key` now holds `value`.
+    KeySet { key: Val, value: Val },
+    /// dict: `key`, which held `value`, is gone.
+    KeyRemoved { key: Val, value: Val },
+    /// dict: `update`, its entries in order.
+    Updated(Vec<(Val, Val)>),
+    /// dict, list: emptied.
+    Cleared,
+    /// list: appended; queue: put.
+    Pushed(Val),
+    /// list: extended.
+    Extended(Vec<Val>),
+    /// list: the item at `index` removed; queue: got (index 0).
+    Popped { index: usize, value: Val },
+    /// list: `list[index] = value`.
+    ItemSet { index: usize, value: Val },
+    /// list: `value` inserted, now at `index`.
+    Inserted { index: usize, value: Val },
+    /// list: reversed in place.
+    Reversed,
+    /// value: the new value.
+    ValueSet(Val),
+    /// event: the flag after a set or a clear.
+    Flag(bool),
+    /// joinable queue: a task marked done; the unfinished count after it.
+    TaskDone { unfinished: u64 },
+    /// The object was deleted: the last event of every watch on it.
+    Deleted,
+}
+
+/// The whole state of a watchable object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    Dict(Vec<(Val, Val)>),
+    List(Vec<Val>),
+    Value(Val),
+    Queue { items: Vec<Val>, unfinished: u64 },
+    Event(bool),
+}
+
+/// A change and its place in the object's history.
+#[derive(Debug, PartialEq)]
+pub struct Published {
+    pub seq: u64,
+    pub change: Change,
+}
+
+/// What a watcher receives. Every event carries the object's seq: for a
+/// change, the change's own; otherwise the seq of the state it describes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The watch begins after change `seq`.
+    Started {
+        seq: u64,
+    },
+    /// The object's state after change `seq`.
+    Snapshot {
+        seq: u64,
+        state: Snapshot,
+    },
+    /// `missed` changes up to `seq` were not delivered; a snapshot follows.
+    Lagged {
+        seq: u64,
+        missed: u64,
+    },
+    Change(Arc<Published>),
+}
+
+impl Event {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Event::Started { seq } | Event::Snapshot { seq, .. } | Event::Lagged { seq, .. } => {
+                *seq
+            }
+            Event::Change(p) => p.seq,
+        }
+    }
+}
+
+/// An object's change feed.
+#[derive(Default)]
+pub struct Feed {
+    /// Changes applied so far. Only moves with the object locked.
+    seq: AtomicU64,
+    /// Live watches. Only grows with the object locked, so a publisher that
+    /// reads 0 under the lock cannot miss a watcher.
+    watchers: AtomicUsize,
+    /// Made by the first watch, kept for the object's life.
+    tx: OnceLock<broadcast::Sender<Arc<Published>>>,
+    /// Deleted: no new watch may start.
+    closed: AtomicBool,
+}
+
+impl Feed {
+    /// Counts one change and hands it to the watchers, if any. Call it with
+    /// the object locked, where the change is applied; `change` is only
+    /// called when someone watches.
+    #[inline]
+    pub fn publish(&self, change: impl FnOnce() -> Change) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.watchers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Some(tx) = self.tx.get() {
+            // No receiver left (a watch ending right now): nothing to do.
+            let _ = tx.send(Arc::new(Published {
+                seq,
+                change: change(),
+            }));
+        }
+    }
+
+    /// Marks the object deleted and tells its watchers. Call it with the
+    /// object locked.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.publish(|| Change::Deleted);
+    }
+
+    /// The seq of the last change. Read it with the object locked.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// A receiver of every change after now. Call it with the object
+    /// locked; `None` once the object is deleted.
+    fn receiver(&self) -> Option<broadcast::Receiver<Arc<Published>>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tx = self.tx.get_or_init(|| broadcast::channel(CAPACITY).0);
+        Some(tx.subscribe())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+}
+
+/// An object that can be watched: its feed, and a way to read its state and
+/// touch its feed in one locked step.
+pub trait Watched: Send + Sync {
+    fn feed(&self) -> &Feed;
+
+    /// Runs `f` once, with the object locked, on its feed and a function
+    /// that reads its whole state.
+    fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot));
+}
+
+/// One watch of one object: its events, in the order the changes were
+/// applied, with no gap in seq except across a `Lagged` + `Snapshot` pair.
+pub struct Watcher {
+    target: Arc<dyn Watched>,
+    rx: broadcast::Receiver<Arc<Published>>,
+    /// The seq of the last event handed out.
+    last: u64,
+    pending: VecDeque<Event>,
+    done: bool,
+}
+
+impl Watcher {
+    /// Starts watching `target` from now: the first event is `Started`, or
+    /// with `snapshot`, a `Snapshot` of the current state. A deleted object
+    /// is NOT_FOUND.
+    pub fn start(target: Arc<dyn Watched>, name: &str, snapshot: bool) -> Result<Watcher> {
+        let mut started = None;
+        target.locked(&mut |feed, state| {
+            if let Some(rx) = feed.receiver() {
+                feed.watchers.fetch_add(1, Ordering::Relaxed);
+                let seq = feed.seq();
+                let first = if snapshot {
+                    Event::Snapshot {
+                        seq,
+                        state: state(),
+                    }
+                } else {
+                    Event::Started { seq }
+                };
+                started = Some((rx, seq, first));
+            }
+        });
+        let (rx, last, first) =
+            started.ok_or_else(|| StoreError::NotFound(format!("no object named {name:?}")))?;
+        Ok(Watcher {
+            target,
+            rx,
+            last,
+            pending: VecDeque::from([first]),
+            done: false,
+        })
+    }
+
+    /// The next event; `None` after `Deleted`. Cancel-safe: an event is
+    /// either returned or still to come.
+    pub async fn next(&mut self) -> Option<Event> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(p) if p.seq <= self.last => continue,
+                Ok(p) => {
+                    self.last = p.seq;
+                    self.done = p.change == Change::Deleted;
+                    return Some(Event::Change(p));
+                }
+                Err(RecvError::Lagged(_)) => return Some(self.resync()),
+                // The sender lives as long as the object, which this watch
+                // keeps alive: not expected, but an end all the same.
+                Err(RecvError::Closed) => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// After falling behind: a fresh receiver and the state it starts from,
+    /// read in one locked step. Returns `Lagged`; the snapshot (or the
+    /// deletion, if that is what was missed) is queued behind it.
+    fn resync(&mut self) -> Event {
+        let mut got = None;
+        self.target.locked(&mut |feed, state| {
+            let seq = feed.seq();
+            got = Some(match feed.receiver() {
+                Some(rx) => (Some(rx), seq, Some(state())),
+                None => (None, seq, None),
+            });
+        });
+        let Some((rx, seq, state)) = got else {
+            self.done = true;
+            return Event::Lagged {
+                seq: self.last,
+                missed: 0,
+            };
+        };
+        let missed = seq.saturating_sub(self.last);
+        match (rx, state) {
+            (Some(rx), Some(state)) => {
+                self.rx = rx;
+                self.pending.push_back(Event::Snapshot { seq, state });
+            }
+            _ => {
+                self.done = true;
+                self.pending.push_back(Event::Change(Arc::new(Published {
+                    seq,
+                    change: Change::Deleted,
+                })));
+            }
+        }
+        self.last = seq;
+        Event::Lagged { seq, missed }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.target.feed().watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// A list-like object with the locking discipline of the real ones.
+    #[derive(Default)]
+    struct Items {
+        items: Mutex<Vec<Val>>,
+        feed: Feed,
+    }
+
+    impl Items {
+        fn push(&self, v: i64) {
+            let mut items = self.items.lock();
+            self.feed.publish(|| Change::Pushed(Val::Int(v)));
+            items.push(Val::Int(v));
+        }
+
+        fn delete(&self) {
+            let _items = self.items.lock();
+            self.feed.close();
+        }
+    }
+
+    impl Watched for Items {
+        fn feed(&self) -> &Feed {
+            &self.feed
+        }
+
+        fn locked(&self, f: &mut dyn FnMut(&Feed, &dyn Fn() -> Snapshot)) {
+            let items = self.items.lock();
+            f(&self.feed, &|| Snapshot::List(items.clone()))
+        }
+    }
+
+    fn pushed(e: Option<Event>) -> (u64, i64) {
+        match e {
+            Some(Event::Change(p)) => match &p.change {
+                Change::Pushed(Val::Int(v)) => (p.seq, *v),
+                other => panic!("expected a push, got {other:?}"),
+            },
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_changes_from_now_in_order() {
+        let obj = Arc::new(Items::default());
+        obj.push(-1);
+        let mut w = Watcher::start(obj.clone(), "l", false).unwrap();
+        assert_eq!(w.next().await, Some(Event::Started { seq: 1 }));
+        for i in 0..10 {
+            obj.push(i);
+        }
+        for i in 0..10 {
+            assert_eq!(pushed(w.next().await), (i as u64 + 2, i));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_start_holds_the_state_the_changes_apply_to() {
+        let obj = Arc::new(Items::default());
+        obj.push(1);
+        obj.push(2);
+        let mut w = Watcher::start(obj.clone(), "l", true).unwrap();
+        obj.push(3);
+        assert_eq!(
+            w.next().await,
+            Some(Event::Snapshot {
+                seq: 2,
+                state: Snapshot::List(vec![Val::Int(1), Val::Int(2)])
+            })
+        );
+        assert_eq!(pushed(w.next().await), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn nobody_watching_builds_no_event_and_counts_watchers() {
+        let obj = Arc::new(Items::default());
+        obj.feed
+            .publish(|| unreachable!("no watcher: the event is never built"));
+        assert_eq!(obj.feed.seq(), 1);
+        let w = Watcher::start(obj.clone(), "l", false).unwrap();
+        let w2 = Watcher::start(obj.clone(), "l", false).unwrap();
+        assert_eq!(obj.feed.watchers(), 2);
+        drop(w);
+        drop(w2);
+        assert_eq!(obj.feed.watchers(), 0);
+        obj.feed.publish(|| unreachable!("the watchers left"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_lags_then_resyncs_from_a_snapshot() {
+        let obj = Arc::new(Items::default());
+        let mut w = Watcher::start(obj.clone(), "l", false).unwrap();
+        assert_eq!(w.next().await, Some(Event::Started { seq: 0 }));
+        let n = CAPACITY as i64 * 3;
+        // The writer is never held up by the watcher that reads nothing.
+        for i in 0..n {
+            obj.push(i);
+        }
+        assert_eq!(
+            w.next().await,
+            Some(Event::Lagged {
+                seq: n as u64,
+                missed: n as u64
+            })
+        );
+        match w.next().await {
+            Some(Event::Snapshot {
+                seq,
+                state: Snapshot::List(items),
+            }) => {
+                assert_eq!(seq, n as u64);
+                assert_eq!(items, (0..n).map(Val::Int).collect::<Vec<_>>());
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        obj.push(n);
+        assert_eq!(pushed(w.next().await), (n as u64 + 1, n));
+    }
+
+    #[tokio::test]
+    async fn deletion_ends_the_watch_and_refuses_new_ones() {
+        let obj = Arc::new(Items::default());
+        let mut w = Watcher::start(obj.clone(), "l", false).unwrap();
+        w.next().await;
+        obj.push(7);
+        obj.delete();
+        assert_eq!(pushed(w.next().await), (1, 7));
+        match w.next().await {
+            Some(Event::Change(p)) => assert_eq!(
+                *p,
+                Published {
+                    seq: 2,
+                    change: Change::Deleted
+                }
+            ),
+            other => panic!("expected the deletion, got {other:?}"),
+        }
+        assert_eq!(w.next().await, None);
+        assert!(matches!(
+            Watcher::start(obj.clone(), "l", false),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_publish_in_the_order_they_applied() {
+        let obj = Arc::new(Items::default());
+        let mut w = Watcher::start(obj.clone(), "l", false).unwrap();
+        w.next().await;
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let obj = obj.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        obj.push(t * 1000 + i);
+                    }
+                })
+            })
+            .collect();
+        for t in writers {
+            t.join().unwrap();
+        }
+        // The events, replayed, give exactly the list as it is.
+        let mut seen = Vec::new();
+        for expect in 1..=800 {
+            let (seq, v) = pushed(w.next().await);
+            assert_eq!(seq, expect);
+            seen.push(Val::Int(v));
+        }
+        assert_eq!(seen, *obj.items.lock());
+    }
+
+    /// The real objects through the store: what each operation publishes,
+    /// that failed or no-op operations publish nothing, and the refusals.
+    #[tokio::test]
+    async fn store_objects_publish_what_they_applied() {
+        use crate::store::{Caller, Store};
+        use procshare_proto::{self as pb, op::Kind as Op, Kind};
+        let store = Store::new();
+        let c = Caller::new("t", "");
+        let run = |name: &str, op: Op| {
+            let op = pb::Op {
+                name: name.into(),
+                kind: Some(op),
+            };
+            let store = &store;
+            let c = &c;
+            async move { store.apply(c, op).await }
+        };
+        let open = |kind: Kind| {
+            Op::Open(pb::Open {
+                kind: kind as i32,
+                ..Default::default()
+            })
+        };
+        let s = |x: &str| Val::Str(x.into());
+        run("d", open(Kind::Dict)).await.unwrap();
+        run("l", open(Kind::List)).await.unwrap();
+        run("lk", open(Kind::Lock)).await.unwrap();
+        assert!(matches!(
+            store.watch("lk", false),
+            Err(StoreError::WrongKind { actual: "lock", .. })
+        ));
+        assert!(matches!(
+            store.watch("nope", false),
+            Err(StoreError::NotFound(_))
+        ));
+
+        let mut d = store.watch("d", false).unwrap();
+        let mut l = store.watch("l", true).unwrap();
+        assert_eq!(d.next().await, Some(Event::Started { seq: 0 }));
+        assert_eq!(
+            l.next().await,
+            Some(Event::Snapshot {
+                seq: 0,
+                state: Snapshot::List(vec![])
+            })
+        );
+        let set = Op::DictSet(pb::DictSet {
+            key: Some(s("a").to_wire()),
+            value: Some(Val::Int(1).to_wire()),
+        });
+        run("d", set).await.unwrap();
+        // A missing key: nothing removed, nothing published.
+        let remove = |k: &str| {
+            Op::DictRemove(pb::DictRemove {
+                key: Some(s(k).to_wire()),
+            })
+        };
+        run("d", remove("zzz")).await.unwrap();
+        run("d", remove("a")).await.unwrap();
+        run("d", Op::DictPopItem(pb::DictPopItem {}))
+            .await
+            .unwrap_err();
+        run("d", Op::DictClear(pb::DictClear {})).await.unwrap();
+        run("d", Op::Delete(pb::Delete {})).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(Event::Change(p)) = d.next().await {
+            got.push((p.seq, p.change.clone()));
+        }
+        assert_eq!(
+            got,
+            [
+                (
+                    1,
+                    Change::KeySet {
+                        key: s("a"),
+                        value: Val::Int(1)
+                    }
+                ),
+                (
+                    2,
+                    Change::KeyRemoved {
+                        key: s("a"),
+                        value: Val::Int(1)
+                    }
+                ),
+                (3, Change::Cleared),
+                (4, Change::Deleted),
+            ]
+        );
+
+        let push = |v: i64| {
+            Op::ListPush(pb::ListPush {
+                value: Some(Val::Int(v).to_wire()),
+            })
+        };
+        run("l", push(1)).await.unwrap();
+        run("l", push(2)).await.unwrap();
+        run(
+            "l",
+            Op::ListInsert(pb::ListInsert {
+                index: -1,
+                value: Some(Val::Int(9).to_wire()),
+            }),
+        )
+        .await
+        .unwrap();
+        run("l", Op::ListPop(pb::ListPop { index: Some(0) }))
+            .await
+            .unwrap();
+        run("l", Op::ListPop(pb::ListPop { index: Some(7) }))
+            .await
+            .unwrap_err();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            match l.next().await {
+                Some(Event::Change(p)) => got.push(p.change.clone()),
+                other => panic!("expected a change, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                Change::Pushed(Val::Int(1)),
+                Change::Pushed(Val::Int(2)),
+                Change::Inserted {
+                    index: 1,
+                    value: Val::Int(9)
+                },
+                Change::Popped {
+                    index: 0,
+                    value: Val::Int(1)
+                },
+            ]
+        );
+    }
+}
