@@ -85,9 +85,13 @@ struct Cli {
     /// once).
     #[arg(long, value_name = "N", default_value_t = 0)]
     durable_rotate: usize,
-    /// Run the restart workloads only.
+    /// Run the restart workloads only (= `--only restart`).
     #[arg(long)]
     restart_only: bool,
+    /// Run only these groups of workloads (comma-separated). The `--no-*`
+    /// flags and zero counts still apply within them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
     /// Dict entries of the restart workloads; 0 skips them. [default:
     /// 1000000, 100000 with --quick]
     #[arg(long, value_name = "N")]
@@ -158,11 +162,38 @@ struct Cli {
     tmp_dir: PathBuf,
 }
 
+/// The groups of workloads, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// The anchor's workloads (sequential, the 64-process mix and its
+    /// durable variants, lock counter, queue).
+    Anchor,
+    /// `pipelined_dict_mix` and `batched_dict_mix`.
+    Pipeline,
+    /// The scaling curves.
+    Scaling,
+    /// `idle_clients_waiters`.
+    Crowd,
+    /// `dict_1m_entries`.
+    Memory,
+    /// The restart workloads.
+    Restart,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// One client process of a multi-process workload (internal).
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+impl Cli {
+    fn wants(&self, g: Group) -> bool {
+        if self.restart_only {
+            return g == Group::Restart;
+        }
+        self.only.is_empty() || self.only.contains(&g)
+    }
 }
 
 fn main() {
@@ -206,11 +237,16 @@ fn bench(cli: &Cli) -> Result<()> {
     };
     let tmp = TempDir::new(&cli.tmp_dir, "run")?;
     let scale = if cli.quick { 10 } else { 1 };
-    if !cli.restart_only {
+    let quick = cli.quick;
+    if [Group::Anchor, Group::Pipeline, Group::Scaling]
+        .iter()
+        .any(|&g| cli.wants(g))
+    {
         workloads(cli, &exe, &procshared, tmp.path(), scale)?;
-        let quick = cli.quick;
+    }
+    {
         let idle = cli.idle.unwrap_or(if quick { 200 } else { 10_000 });
-        if idle > 0 {
+        if idle > 0 && cli.wants(Group::Crowd) {
             let p = crowd::Params {
                 idle,
                 waiters: cli.waiters.unwrap_or(if quick { 200 } else { 10_000 }),
@@ -222,12 +258,12 @@ fn bench(cli: &Cli) -> Result<()> {
             crowd::run(&exe, &procshared, &p)?;
         }
         let entries = cli.memory_entries.unwrap_or(1_000_000 / scale);
-        if entries > 0 {
+        if entries > 0 && cli.wants(Group::Memory) {
             memory::run(&procshared, entries)?;
         }
     }
     let entries = cli.restart_entries.unwrap_or(1_000_000 / scale);
-    if entries > 0 {
+    if entries > 0 && cli.wants(Group::Restart) {
         let params = restart::Params {
             entries,
             writers: cli.restart_writers.max(1),
@@ -239,7 +275,8 @@ fn bench(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The anchor's workloads, each with its variants right after it.
+/// The workloads on one long-lived `procshared`: the anchor's, then the
+/// pipelined and batched ones and the scaling curves.
 fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -> Result<()> {
     let daemon = match &cli.url {
         Some(_) => None,
@@ -259,53 +296,23 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
     let unix_url = unix_url.filter(|_| !cli.no_unix);
     let names = Names::new();
 
-    // The anchor's order: seq_dict, concurrent_dict, lock_handoff, queue_pipe.
-    let seq_n = 20_000 / scale;
-    seq::run(cli.seq_client, Transport::Tcp, &url, &names.dict, seq_n)?;
-    if let Some(unix_url) = &unix_url {
-        seq::run(
-            cli.seq_client,
-            Transport::Unix,
-            unix_url,
-            &names.dict,
-            seq_n,
-        )?;
-    }
-    let mix = Mix {
-        exe,
-        clients: cli.clients,
-        n: 2_000 / scale,
-        dict: &names.dict,
-    };
-    mix.run(&url, "concurrent_dict_mix", "memory")?;
-    if !cli.no_durable {
-        let mut modes = [None, Some("every-second"), Some("always")];
-        let by = cli.durable_rotate % modes.len();
-        modes.rotate_left(by);
-        for fsync in modes {
-            durable_mix(&mix, procshared, tmp, fsync)?;
-        }
-    }
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let m = rt.block_on(procshare::Manager::connect(&url))?;
-    let counter = rt.block_on(m.dict::<String, i64>(&names.counter))?;
-    rt.block_on(counter.insert(COUNTER_KEY.to_owned(), 0))?;
-    lock_counter(exe, &url, &names, cli.contenders, 2_000 / scale, || {
-        rt.block_on(counter.get(&COUNTER_KEY.to_owned()))
-            .map_err(Into::into)
-    })?;
-
-    queue_pipe(exe, &url, &names, 20_000 / scale)?;
-    let left = rt.block_on(m.queue::<i64>(&names.queue, 0))?;
-    let left = rt.block_on(left.qsize())?;
-    if left != 0 {
-        bail!("queue_producer_consumer left {left} items in the queue");
+    if cli.wants(Group::Anchor) {
+        anchor(
+            cli,
+            exe,
+            procshared,
+            tmp,
+            scale,
+            (&url, unix_url.as_deref()),
+            &names,
+        )?;
     }
 
-    if !cli.no_pipeline {
+    if !cli.no_pipeline && cli.wants(Group::Pipeline) {
         let procs = cli.pipeline_procs.max(1);
         let p = pipeline::Params {
             procs,
@@ -322,7 +329,7 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
         };
         pipeline::batched(exe, &url, &names.dict, &p)?;
     }
-    if !cli.no_scaling {
+    if !cli.no_scaling && cli.wants(Group::Scaling) {
         let p = scaling::Params {
             ops: cli
                 .scaling_ops
@@ -333,13 +340,75 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
     }
 
     for name in [&names.dict, &names.lock, &names.counter, &names.queue] {
-        rt.block_on(m.delete(name))
-            .with_context(|| format!("deleting {name:?}"))?;
+        match rt.block_on(m.delete(name)) {
+            // Not every group makes every object.
+            Ok(()) | Err(procshare::Error::NotFound(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting {name:?}")),
+        }
     }
-    drop((counter, m, rt));
+    drop((m, rt));
     if let Some(d) = daemon {
         d.stop()?;
     }
+    Ok(())
+}
+
+/// The anchor's workloads, in its order: seq_dict, concurrent_dict,
+/// lock_handoff, queue_pipe; each with its variants right after it.
+fn anchor(
+    cli: &Cli,
+    exe: &Path,
+    procshared: &Path,
+    tmp: &Path,
+    scale: u64,
+    (url, unix_url): (&str, Option<&str>),
+    names: &Names,
+) -> Result<()> {
+    let seq_n = 20_000 / scale;
+    seq::run(cli.seq_client, Transport::Tcp, url, &names.dict, seq_n)?;
+    if let Some(unix_url) = unix_url {
+        seq::run(
+            cli.seq_client,
+            Transport::Unix,
+            unix_url,
+            &names.dict,
+            seq_n,
+        )?;
+    }
+    let mix = Mix {
+        exe,
+        clients: cli.clients,
+        n: 2_000 / scale,
+        dict: &names.dict,
+    };
+    mix.run(url, "concurrent_dict_mix", "memory")?;
+    if !cli.no_durable {
+        let mut modes = [None, Some("every-second"), Some("always")];
+        let by = cli.durable_rotate % modes.len();
+        modes.rotate_left(by);
+        for fsync in modes {
+            durable_mix(&mix, procshared, tmp, fsync)?;
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let m = rt.block_on(procshare::Manager::connect(url))?;
+    let counter = rt.block_on(m.dict::<String, i64>(&names.counter))?;
+    rt.block_on(counter.insert(COUNTER_KEY.to_owned(), 0))?;
+    lock_counter(exe, url, names, cli.contenders, 2_000 / scale, || {
+        rt.block_on(counter.get(&COUNTER_KEY.to_owned()))
+            .map_err(Into::into)
+    })?;
+
+    queue_pipe(exe, url, names, 20_000 / scale)?;
+    let left = rt.block_on(m.queue::<i64>(&names.queue, 0))?;
+    let left = rt.block_on(left.qsize())?;
+    if left != 0 {
+        bail!("queue_producer_consumer left {left} items in the queue");
+    }
+
     Ok(())
 }
 
