@@ -10,12 +10,15 @@ processes). Both x axes are logarithmic, latency axes too. Writes nothing
 (and says so) when the results hold no scaling rows.
 """
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
 from html import escape
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+# report.py sits beside this file; import its reader of results.jsonl.
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import load  # noqa: E402
 
 W, H = 1000, 660
