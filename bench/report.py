@@ -7,11 +7,13 @@ Prints one JSON line of medians per (system, workload), then a table of
 ratios against SPEC §6's targets: procshare / Python Manager ops_per_s for
 each workload both run, procshare's sequential us_per_op / the raw loopback
 round trip (over TCP, and over a Unix socket beside the Unix floor), the
-64-process mix with a data dir / in memory, and (when Redis ran)
-procshare's 64-process mix / Redis -c 50; then the restart times of a data
-dir. Ratios are ratios of medians; where two procshare workloads ran in the
-same procshare-bench invocation, the median of the per-run ratios
-("paired") is given too.
+64-process mix with a data dir / in memory, pipelined and batched ops/s
+against 1,000,000 (and Redis pipelined), the idle clients and waiters
+against 200 MB, the RSS of 1,000,000 dict entries against Redis', and
+(when Redis ran) procshare / Redis for each workload both run; then the
+restart times of a data dir and the scaling curves. Ratios are ratios of
+medians; where two procshare workloads ran in the same procshare-bench
+invocation, the median of the per-run ratios ("paired") is given too.
 """
 import json
 import statistics
@@ -20,8 +22,15 @@ from collections import OrderedDict
 
 MEDIAN_KEYS = ("ops", "seconds", "ops_per_s", "us_per_op", "startup_seconds",
                "work_seconds", "work_ops_per_s", "recovered_seconds", "rss_mib",
-               "data_dir_bytes", "log_bytes", "snapshot_seconds", "replayed")
-KEEP_KEYS = ("clients", "contenders", "pipeline", "durability", "transport", "entries")
+               "data_dir_bytes", "log_bytes", "snapshot_seconds", "replayed",
+               "p50_us", "p99_us", "baseline_rss_mib", "peak_rss_mib", "threads",
+               "sessions", "served", "blocked_seconds", "release_seconds",
+               "used_memory_rss_mib", "used_memory_mib")
+KEEP_KEYS = ("clients", "contenders", "pipeline", "durability", "transport", "entries",
+             "inflight", "batch", "value_bytes", "waiters", "processes", "connections")
+PIPELINE_TARGET = 1_000_000
+CROWD_TARGET_MIB = 200e6 / 2**20  # SPEC's 200 MB
+MEMORY_TARGET = 2.0
 DURABLE_TARGET = 0.8
 DURABLE = (("concurrent_dict_mix_memory", "memory"),
            ("concurrent_dict_mix_fsync_every_second", "every-second"),
@@ -125,7 +134,9 @@ def main():
     for r in rows:
         if r.get("system") == "machine":
             print(f"machine at {r['workload']}: nproc {r['nproc']}, {r['date']}, "
-                  f"loadavg {r['loadavg']}{', --quick' if r.get('quick') else ''}")
+                  f"loadavg {r['loadavg']}{', --quick' if r.get('quick') else ''}"
+                  + (f", commit {r['commit']}" if r.get("commit") else "")
+                  + (f", PROCSHARE_TRANSPORT={r['transport']}" if r.get("transport") else ""))
 
     get = lambda system, workload, key: med.get((system, workload), {}).get(key)
 
@@ -227,13 +238,121 @@ def main():
         table(["step", "seconds", "recovered s", "records replayed", "server RSS MiB",
                "data dir MiB", "snapshot call s", ""], out)
 
-    redis = [(wl, get("redis", wl, "ops_per_s")) for wl in ("concurrent_get", "concurrent_set")]
-    ps = get("procshare", "concurrent_dict_mix", "ops_per_s")
-    if ps and any(r for _, r in redis):
-        print("\nprocshare 64-process dict mix vs redis-benchmark -c 50 (ops_per_s, medians)\n")
-        out = [[f"redis {wl}", fmt(ps), fmt(r), f"{ps / r:.2f}x", ">= Redis -c 50",
-                verdict(ps / r, 1.0, ">=")] for wl, r in redis if r]
-        table(["vs", "procshare", "redis", "ratio", "SPEC §6 target", ""], out)
+    pipelined_table(get)
+    crowd_table(med)
+    memory_table(get)
+    redis_table(get)
+    scaling_table(med)
+
+
+def pipelined_table(get):
+    rows = [wl for wl in ("pipelined_dict_mix", "batched_dict_mix") if get("procshare", wl, "ops_per_s")]
+    if not rows:
+        return
+    redis = [r for r in (get("redis", "pipelined_get", "ops_per_s"),
+                         get("redis", "pipelined_set", "ops_per_s")) if r]
+    redis = statistics.mean(redis) if redis else None
+    print("\nmany calls in flight: pipelined (concurrent calls over one connection per process) "
+          "and batched (Batch calls)\n(ops_per_s medians, process start included; Redis: "
+          "redis-benchmark -c 50 -P 16, mean of GET and SET)\n")
+    out = []
+    for wl in rows:
+        m = lambda k: get("procshare", wl, k)
+        ps = m("ops_per_s")
+        shape = f"{m('clients')} procs x {m('inflight')} in flight" + (
+            f" x {m('batch')} ops" if m("batch") else "")
+        out.append([wl, shape, fmt(ps), fmt(m("work_ops_per_s")), fmt(redis),
+                    ratio_text(ps / redis if redis else None),
+                    ratio_text(ps / PIPELINE_TARGET), ">= 1,000,000 ops/s",
+                    verdict(ps, PIPELINE_TARGET, ">=")])
+    table(["workload", "shape", "ops/s", "work ops/s", "redis pipelined", "/ redis",
+           "/ 1M", "SPEC §6 target", ""], out)
+
+
+def crowd_table(med):
+    m = med.get(("procshare", "idle_clients_waiters"))
+    if not m:
+        return
+    g = m.get
+    print(f"\n{g('clients', 0):,} idle clients plus {g('waiters', 0):,} blocked waiters "
+          f"({g('processes')} processes, {g('connections', 0):,} connections; medians)\n")
+    peak = g("peak_rss_mib")
+    out = [[fmt(g("sessions"), 0), fmt(g("served"), 0), fmt(g("baseline_rss_mib")),
+            fmt(g("rss_mib")), fmt(peak), fmt(g("threads"), 0), fmt(g("startup_seconds"), 2),
+            fmt(g("blocked_seconds"), 2), fmt(g("release_seconds"), 2),
+            f"peak <= {CROWD_TARGET_MIB:.1f} MiB (200 MB)",
+            "-" if peak is None else verdict(peak, CROWD_TARGET_MIB, "<=")]]
+    table(["sessions", "served", "RSS before MiB", "RSS all blocked MiB", "peak (VmHWM) MiB",
+           "threads", "connect s", "block s", "release s", "SPEC §6 target", ""], out)
+
+
+def memory_table(get):
+    ps = get("procshare", "dict_1m_entries", "rss_mib")
+    if ps is None:
+        return
+    entries = get("procshare", "dict_1m_entries", "entries")
+    print(f"\n{entries:,} small dict entries \"key:NNNNNNN\" -> N: server RSS (VmRSS, MiB, medians)\n")
+    out = [["procshare, one dict", fmt(ps), fmt(get("procshare", "dict_1m_entries", "baseline_rss_mib")),
+            "-", "-", "", ""]]
+    for layout, text in (("keys", "Redis, one key per entry"), ("hash", "Redis, one hash")):
+        wl = "dict_1m_entries_" + layout
+        r = get("redis", wl, "rss_mib")
+        if r is None or get("redis", wl, "entries") != entries:
+            continue
+        out.append([text, fmt(r), fmt(get("redis", wl, "baseline_rss_mib")),
+                    fmt(get("redis", wl, "used_memory_mib")), ratio_text(ps / r),
+                    f"procshare <= {MEMORY_TARGET:.0f}x Redis", verdict(ps / r, MEMORY_TARGET, "<=")])
+    table(["server", "RSS MiB", "empty MiB", "redis used_memory MiB", "procshare / this",
+           "SPEC §6 target", ""], out)
+
+
+def redis_table(get):
+    pairs = [("seq_dict_set", "seq_set", "us"), ("seq_dict_get", "seq_get", "us"),
+             ("concurrent_dict_mix", "concurrent_get", "ops"),
+             ("concurrent_dict_mix", "concurrent_set", "ops"),
+             ("pipelined_dict_mix", "pipelined_get", "ops"),
+             ("pipelined_dict_mix", "pipelined_set", "ops"),
+             ("batched_dict_mix", "pipelined_get", "ops"),
+             ("queue_producer_consumer", "queue_lpush", "ops"),
+             ("queue_producer_consumer", "queue_rpop", "ops")]
+    out = []
+    for ps_wl, r_wl, _ in pairs:
+        ps, r = get("procshare", ps_wl, "ops_per_s"), get("redis", r_wl, "ops_per_s")
+        if not ps or not r:
+            continue
+        target = (">= Redis -c 50", verdict(ps / r, 1.0, ">=")) \
+            if ps_wl == "concurrent_dict_mix" else ("-", "")
+        out.append([ps_wl, f"redis {r_wl} (-c {get('redis', r_wl, 'clients')}, "
+                    f"-P {get('redis', r_wl, 'pipeline')})", fmt(ps), fmt(r),
+                    f"{ps / r:.2f}x", *target])
+    if out:
+        print("\nprocshare vs redis-benchmark (ops_per_s, medians)\n")
+        table(["procshare", "vs", "procshare", "redis", "ratio", "SPEC §6 target", ""], out)
+
+
+def scaling_points(med):
+    """(curve, x, median row) for every scaling point, in curve order."""
+    pts = []
+    for (system, wl), m in med.items():
+        if system != "procshare":
+            continue
+        for curve, prefix in (("clients", "scaling_clients_"), ("value", "scaling_value_")):
+            if wl.startswith(prefix) and wl[len(prefix):].isdigit():
+                pts.append((curve, int(wl[len(prefix):]), m))
+    return sorted(pts, key=lambda p: (p[0], p[1]))
+
+
+def scaling_table(med):
+    pts = scaling_points(med)
+    if not pts:
+        return
+    print("\nscaling: the dict get/set mix against client processes (16 B values) and value size "
+          "(16 processes)\n(medians; ops/s from the start signal to the last exit; latency of "
+          "every call)\n")
+    out = [[curve, fmt(m.get("clients"), 0), fmt(m.get("value_bytes"), 0), fmt(m.get("ops"), 0),
+            fmt(m.get("ops_per_s")), fmt(m.get("p50_us")), fmt(m.get("p99_us"))]
+           for curve, _, m in pts]
+    table(["curve", "processes", "value bytes", "calls", "ops/s", "p50 us", "p99 us"], out)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,28 @@
 # floors (TCP: loopback_rtt.c; Unix socket: bench/unix_rtt.c), then N times
 # (default 3) runs in turn: the two floors, Python's multiprocessing.Manager
 # (shared/anchors/python_manager_bench.py), procshare-bench (its workloads
-# over TCP and a Unix socket, in memory and with a data dir, and the restart
-# of a data dir of 1,000,000 entries, 100,000 with --quick) and, with
-# --redis, redis-benchmark (redis_bench.sh, which apt-installs Redis when it
-# is missing). Arguments after `--` go to procshare-bench (e.g.
-# `-- --restart-entries 0`). Every JSON line, tagged with its run, goes to
-# bench/out/results.jsonl; bench/report.py then prints the medians and the
-# ratios (also saved to bench/out/report.txt).
+# over TCP and a Unix socket, in memory and with a data dir; pipelined and
+# batched calls; the scaling curves; 10,000 idle clients plus 10,000
+# blocked waiters; the RSS of 1,000,000 dict entries; the restart of a data
+# dir of 1,000,000 entries; smaller counts with --quick) and, with --redis,
+# redis-benchmark (redis_bench.sh, which apt-installs Redis when it is
+# missing) and Redis' RSS for the same 1,000,000 entries
+# (bench/redis_memory.sh). Arguments after `--` go to procshare-bench (e.g.
+# `-- --restart-entries 0 --no-scaling`). Every JSON line, tagged with its
+# run, goes to bench/out/results.jsonl; bench/report.py then prints the
+# medians and the ratios (also saved to bench/out/report.txt), and
+# bench/plot.py draws the scaling curves (bench/out/scaling.svg; a run
+# without --quick copies it to BENCHMARKS-scaling.svg beside BENCHMARKS.md).
+# $PROCSHARE_TRANSPORT reaches the clients and is recorded with the results.
 # Needs only cargo, a C compiler, python3 and coreutils. The anchors are
 # looked up in ../shared/anchors beside the repository, or in
 # $PROCSHARE_ANCHORS. Each program gets $BENCH_TIMEOUT seconds per run
-# (default 300, 120 with --quick): a peer that fails or hangs (Python's
+# (default 900, 180 with --quick): a peer that fails or hangs (Python's
 # Manager can, when 64 clients connect at once) loses that run's figures
 # with a warning; procshare-bench failing or hanging stops the script.
 set -euo pipefail
 
-usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,28s/^# \{0,1\}//p' "$0"; }
 
 QUICK=()
 BENCH_ARGS=()
@@ -62,8 +68,8 @@ CC=${CC:-$(command -v cc || command -v gcc)}
 "$CC" -O2 "$ANCHORS/loopback_rtt.c" -o "$TMP/loopback_rtt"
 "$CC" -O2 "$HERE/unix_rtt.c" -o "$TMP/unix_rtt"
 LOOP_N=50000
-TIMEOUT=300
-if ((${#QUICK[@]})); then LOOP_N=5000; TIMEOUT=120; fi
+TIMEOUT=900
+if ((${#QUICK[@]})); then LOOP_N=5000; TIMEOUT=180; fi
 TIMEOUT=${BENCH_TIMEOUT:-$TIMEOUT}
 
 OUT=$ROOT/bench/out
@@ -84,9 +90,10 @@ tag() {
 }
 
 machine() { # when
-  printf '{"system": "machine", "workload": "%s", "nproc": %d, "date": "%s", "loadavg": "%s", "quick": %s}\n' \
+  printf '{"system": "machine", "workload": "%s", "nproc": %d, "date": "%s", "loadavg": "%s", "quick": %s, "commit": "%s", "transport": "%s"}\n' \
     "$1" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-    "$( ((${#QUICK[@]})) && echo true || echo false)"
+    "$( ((${#QUICK[@]})) && echo true || echo false)" \
+    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" "${PROCSHARE_TRANSPORT:-default}"
 }
 
 # A peer's failure or hang costs its figures for this run, not the run.
@@ -111,9 +118,15 @@ for ((run = 1; run <= RUNS; run++)); do
   }
   if ((REDIS)); then
     peer "$run" redis_bench.sh bash "$ANCHORS/redis_bench.sh" "${QUICK[@]}"
+    peer "$run" redis_memory.sh bash "$HERE/redis_memory.sh" "${QUICK[@]}"
   fi
 done
 machine end | tag 0
 
 echo "== medians of $RUNS run(s), from $RESULTS" >&2
 python3 "$HERE/report.py" "$RESULTS" | tee "$OUT/report.txt"
+python3 "$HERE/plot.py" "$RESULTS" "$OUT/scaling.svg"
+if ((${#QUICK[@]} == 0)) && [[ -s "$OUT/scaling.svg" ]]; then
+  cp "$OUT/scaling.svg" "$ROOT/BENCHMARKS-scaling.svg"
+  echo "== scaling curves: $ROOT/BENCHMARKS-scaling.svg" >&2
+fi

@@ -159,15 +159,20 @@ impl Daemon {
 
     /// The daemon's resident set size now, in bytes (`VmRSS`).
     pub fn rss_bytes(&self) -> Result<u64> {
+        Ok(self.status_kib("VmRSS")? * 1024)
+    }
+
+    /// A number from the daemon's `/proc/PID/status`: `VmRSS`, `VmHWM`
+    /// (in KiB, as there), `Threads`.
+    pub fn status_kib(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|kb| kb.trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .with_context(|| format!("no VmRSS in {path}"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().trim_end_matches("kB").trim())
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("no {field} in {path}"))
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -8,6 +8,11 @@
 //! connected, and all start together when the parent writes one byte to
 //! each stdin. So `startup` (spawn → all ready) and `work` (go → all exited)
 //! are also known, with `total = startup + work`.
+//!
+//! Whatever a worker prints after `ready` (a result line: its latencies, what
+//! it was served) comes back in `Timing::outputs`, one string per worker.
+//! `run_during` also runs something in the parent while the workers work
+//! (releasing blocked waiters, say).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -21,6 +26,8 @@ pub struct Timing {
     pub startup: Duration,
     pub work: Duration,
     pub total: Duration,
+    /// Each worker's output after its `ready` line, in worker order.
+    pub outputs: Vec<String>,
 }
 
 /// The live workers; kills whatever is still running when dropped, so that
@@ -54,6 +61,17 @@ impl Drop for Fleet {
 /// Runs `count` workers; `worker_args(k)` gives worker `k`'s arguments
 /// after `worker`.
 pub fn run(exe: &Path, count: usize, worker_args: impl Fn(usize) -> Vec<String>) -> Result<Timing> {
+    run_during(exe, count, worker_args, || Ok(()))
+}
+
+/// As [`run`], and runs `during` in this thread once the workers have been
+/// told to go; its failure kills the workers.
+pub fn run_during(
+    exe: &Path,
+    count: usize,
+    worker_args: impl Fn(usize) -> Vec<String>,
+    during: impl FnOnce() -> Result<()>,
+) -> Result<Timing> {
     let mut fleet = Fleet {
         pids: Vec::with_capacity(count),
         exited: Vec::with_capacity(count),
@@ -100,7 +118,23 @@ pub fn run(exe: &Path, count: usize, worker_args: impl Fn(usize) -> Vec<String>)
             .write_all(b"g")
             .with_context(|| format!("starting worker {k}"))?;
     }
-    drop(pipes);
+    // Read the rest of each stdout as it comes, so that a worker never
+    // blocks on a full pipe.
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|(stdin, mut stdout)| {
+            drop(stdin);
+            std::thread::spawn(move || {
+                let mut rest = String::new();
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+                rest
+            })
+        })
+        .collect();
+    if let Err(e) = during() {
+        fleet.kill_rest();
+        return Err(e);
+    }
 
     for _ in 0..count {
         let (k, status) = rx.recv().context("lost a worker's waiter thread")?;
@@ -112,9 +146,14 @@ pub fn run(exe: &Path, count: usize, worker_args: impl Fn(usize) -> Vec<String>)
         }
     }
     let t_end = Instant::now();
+    let outputs = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or_default())
+        .collect();
     Ok(Timing {
         startup: t_go - t0,
         work: t_end - t_go,
         total: t_end - t0,
+        outputs,
     })
 }

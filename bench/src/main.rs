@@ -11,11 +11,22 @@
 //! the restart time of a data dir holding a million dict entries (issue 6).
 //! The last two always start their own `procshared`s, with fresh data dirs
 //! under `--tmp-dir`, removed after.
+//!
+//! And the rest of SPEC §6 (issue 7): many calls in flight and `Batch`
+//! calls (`pipeline`), scaling curves against client count and value size
+//! (`scaling`), 10,000 idle clients plus 10,000 blocked waiters (`crowd`)
+//! and the RSS of 1,000,000 small dict entries (`memory`), the last two
+//! against fresh `procshared`s of their own.
 
+mod crowd;
 mod daemon;
 mod fleet;
+mod hist;
+mod memory;
+mod pipeline;
 mod restart;
 mod row;
+mod scaling;
 mod seq;
 mod tmp;
 mod worker;
@@ -29,7 +40,7 @@ use crate::daemon::{Daemon, Spec};
 use crate::row::Row;
 use crate::seq::{SeqClient, Transport};
 use crate::tmp::TempDir;
-use crate::worker::{Job, WorkerArgs, COUNTER_KEY};
+use crate::worker::{WorkerArgs, COUNTER_KEY};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,9 +85,13 @@ struct Cli {
     /// once).
     #[arg(long, value_name = "N", default_value_t = 0)]
     durable_rotate: usize,
-    /// Run the restart workloads only.
+    /// Run the restart workloads only (= `--only restart`).
     #[arg(long)]
     restart_only: bool,
+    /// Run only these groups of workloads (comma-separated). The `--no-*`
+    /// flags and zero counts still apply within them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
     /// Dict entries of the restart workloads; 0 skips them. [default:
     /// 1000000, 100000 with --quick]
     #[arg(long, value_name = "N")]
@@ -87,10 +102,82 @@ struct Cli {
     /// Entries per `update` call when filling the restart data dir.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     restart_chunk: u64,
+    /// Skip `pipelined_dict_mix` and `batched_dict_mix`.
+    #[arg(long)]
+    no_pipeline: bool,
+    /// Client processes of the pipelined and batched workloads.
+    #[arg(long, default_value_t = 4)]
+    pipeline_procs: usize,
+    /// Calls in flight per process in `pipelined_dict_mix`.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Ops of `pipelined_dict_mix`, over all processes. [default: 200000,
+    /// 20000 with --quick]
+    #[arg(long)]
+    pipeline_ops: Option<u64>,
+    /// Ops per `Batch` call in `batched_dict_mix`.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// `Batch` calls in flight per process.
+    #[arg(long, default_value_t = 4)]
+    batch_inflight: usize,
+    /// Ops of `batched_dict_mix`, over all processes. [default: 1000000,
+    /// 100000 with --quick]
+    #[arg(long)]
+    batch_ops: Option<u64>,
+    /// Skip the scaling curves.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Calls per point of the scaling curves (at least 20 per process, 4
+    /// with --quick). [default: 20000, 1000 with --quick]
+    #[arg(long)]
+    scaling_ops: Option<u64>,
+    /// Idle clients of `idle_clients_waiters`; 0 skips it. [default: 10000,
+    /// 200 with --quick]
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Blocked waiters of `idle_clients_waiters`. [default: 10000, 200 with
+    /// --quick]
+    #[arg(long)]
+    waiters: Option<usize>,
+    /// Worker processes of `idle_clients_waiters`. [default: 20, 4 with
+    /// --quick]
+    #[arg(long)]
+    crowd_procs: Option<usize>,
+    /// Connections carrying the waiters, over all processes. [default:
+    /// 100, 4 with --quick]
+    #[arg(long)]
+    crowd_conns: Option<usize>,
+    /// The session lease the idle clients ask for, in seconds (they send a
+    /// keep-alive every third of it).
+    #[arg(long, default_value_t = 30)]
+    idle_lease_secs: u64,
+    /// Entries of `dict_1m_entries`; 0 skips it. [default: 1000000, 100000
+    /// with --quick]
+    #[arg(long)]
+    memory_entries: Option<u64>,
     /// Where the data dirs and the Unix socket go (in fresh directories,
     /// removed after). Not a tmpfs, or fsync costs nothing.
     #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir())]
     tmp_dir: PathBuf,
+}
+
+/// The groups of workloads, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// The anchor's workloads (sequential, the 64-process mix and its
+    /// durable variants, lock counter, queue).
+    Anchor,
+    /// `pipelined_dict_mix` and `batched_dict_mix`.
+    Pipeline,
+    /// The scaling curves.
+    Scaling,
+    /// `idle_clients_waiters`.
+    Crowd,
+    /// `dict_1m_entries`.
+    Memory,
+    /// The restart workloads.
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +185,15 @@ enum Cmd {
     /// One client process of a multi-process workload (internal).
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+impl Cli {
+    fn wants(&self, g: Group) -> bool {
+        if self.restart_only {
+            return g == Group::Restart;
+        }
+        self.only.is_empty() || self.only.contains(&g)
+    }
 }
 
 fn main() {
@@ -141,11 +237,33 @@ fn bench(cli: &Cli) -> Result<()> {
     };
     let tmp = TempDir::new(&cli.tmp_dir, "run")?;
     let scale = if cli.quick { 10 } else { 1 };
-    if !cli.restart_only {
+    let quick = cli.quick;
+    if [Group::Anchor, Group::Pipeline, Group::Scaling]
+        .iter()
+        .any(|&g| cli.wants(g))
+    {
         workloads(cli, &exe, &procshared, tmp.path(), scale)?;
     }
+    {
+        let idle = cli.idle.unwrap_or(if quick { 200 } else { 10_000 });
+        if idle > 0 && cli.wants(Group::Crowd) {
+            let p = crowd::Params {
+                idle,
+                waiters: cli.waiters.unwrap_or(if quick { 200 } else { 10_000 }),
+                procs: cli.crowd_procs.unwrap_or(if quick { 4 } else { 20 }),
+                conns: cli.crowd_conns.unwrap_or(if quick { 4 } else { 100 }),
+                lease_secs: cli.idle_lease_secs,
+                deadline: std::time::Duration::from_secs(if quick { 60 } else { 240 }),
+            };
+            crowd::run(&exe, &procshared, &p)?;
+        }
+        let entries = cli.memory_entries.unwrap_or(1_000_000 / scale);
+        if entries > 0 && cli.wants(Group::Memory) {
+            memory::run(&procshared, entries)?;
+        }
+    }
     let entries = cli.restart_entries.unwrap_or(1_000_000 / scale);
-    if entries > 0 {
+    if entries > 0 && cli.wants(Group::Restart) {
         let params = restart::Params {
             entries,
             writers: cli.restart_writers.max(1),
@@ -157,7 +275,8 @@ fn bench(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The anchor's workloads, each with its variants right after it.
+/// The workloads on one long-lived `procshared`: the anchor's, then the
+/// pipelined and batched ones and the scaling curves.
 fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -> Result<()> {
     let daemon = match &cli.url {
         Some(_) => None,
@@ -177,10 +296,77 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
     let unix_url = unix_url.filter(|_| !cli.no_unix);
     let names = Names::new();
 
-    // The anchor's order: seq_dict, concurrent_dict, lock_handoff, queue_pipe.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let m = rt.block_on(procshare::Manager::connect(&url))?;
+    if cli.wants(Group::Anchor) {
+        anchor(
+            cli,
+            exe,
+            procshared,
+            tmp,
+            scale,
+            (&url, unix_url.as_deref()),
+            &names,
+        )?;
+    }
+
+    if !cli.no_pipeline && cli.wants(Group::Pipeline) {
+        let procs = cli.pipeline_procs.max(1);
+        let p = pipeline::Params {
+            procs,
+            inflight: cli.inflight.max(1),
+            ops: cli.pipeline_ops.unwrap_or(200_000 / scale),
+            batch: cli.batch,
+        };
+        pipeline::pipelined(exe, &url, &names.dict, &p)?;
+        let p = pipeline::Params {
+            procs,
+            inflight: cli.batch_inflight.max(1),
+            ops: cli.batch_ops.unwrap_or(1_000_000 / scale),
+            batch: cli.batch.max(1),
+        };
+        pipeline::batched(exe, &url, &names.dict, &p)?;
+    }
+    if !cli.no_scaling && cli.wants(Group::Scaling) {
+        let p = scaling::Params {
+            ops: cli
+                .scaling_ops
+                .unwrap_or(if cli.quick { 1_000 } else { 20_000 }),
+            min_per_client: if cli.quick { 4 } else { 20 },
+        };
+        scaling::run(exe, &url, &names.dict, &p)?;
+    }
+
+    for name in [&names.dict, &names.lock, &names.counter, &names.queue] {
+        match rt.block_on(m.delete(name)) {
+            // Not every group makes every object.
+            Ok(()) | Err(procshare::Error::NotFound(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting {name:?}")),
+        }
+    }
+    drop((m, rt));
+    if let Some(d) = daemon {
+        d.stop()?;
+    }
+    Ok(())
+}
+
+/// The anchor's workloads, in its order: seq_dict, concurrent_dict,
+/// lock_handoff, queue_pipe; each with its variants right after it.
+fn anchor(
+    cli: &Cli,
+    exe: &Path,
+    procshared: &Path,
+    tmp: &Path,
+    scale: u64,
+    (url, unix_url): (&str, Option<&str>),
+    names: &Names,
+) -> Result<()> {
     let seq_n = 20_000 / scale;
-    seq::run(cli.seq_client, Transport::Tcp, &url, &names.dict, seq_n)?;
-    if let Some(unix_url) = &unix_url {
+    seq::run(cli.seq_client, Transport::Tcp, url, &names.dict, seq_n)?;
+    if let Some(unix_url) = unix_url {
         seq::run(
             cli.seq_client,
             Transport::Unix,
@@ -195,7 +381,7 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
         n: 2_000 / scale,
         dict: &names.dict,
     };
-    mix.run(&url, "concurrent_dict_mix", "memory")?;
+    mix.run(url, "concurrent_dict_mix", "memory")?;
     if !cli.no_durable {
         let mut modes = [None, Some("every-second"), Some("always")];
         let by = cli.durable_rotate % modes.len();
@@ -208,29 +394,21 @@ fn workloads(cli: &Cli, exe: &Path, procshared: &Path, tmp: &Path, scale: u64) -
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let m = rt.block_on(procshare::Manager::connect(&url))?;
+    let m = rt.block_on(procshare::Manager::connect(url))?;
     let counter = rt.block_on(m.dict::<String, i64>(&names.counter))?;
     rt.block_on(counter.insert(COUNTER_KEY.to_owned(), 0))?;
-    lock_counter(exe, &url, &names, cli.contenders, 2_000 / scale, || {
+    lock_counter(exe, url, names, cli.contenders, 2_000 / scale, || {
         rt.block_on(counter.get(&COUNTER_KEY.to_owned()))
             .map_err(Into::into)
     })?;
 
-    queue_pipe(exe, &url, &names, 20_000 / scale)?;
+    queue_pipe(exe, url, names, 20_000 / scale)?;
     let left = rt.block_on(m.queue::<i64>(&names.queue, 0))?;
     let left = rt.block_on(left.qsize())?;
     if left != 0 {
         bail!("queue_producer_consumer left {left} items in the queue");
     }
 
-    for name in [&names.dict, &names.lock, &names.counter, &names.queue] {
-        rt.block_on(m.delete(name))
-            .with_context(|| format!("deleting {name:?}"))?;
-    }
-    drop((counter, m, rt));
-    if let Some(d) = daemon {
-        d.stop()?;
-    }
     Ok(())
 }
 
@@ -245,7 +423,7 @@ struct Mix<'a> {
 impl Mix<'_> {
     fn run(&self, url: &str, workload: &'static str, durability: &'static str) -> Result<()> {
         let t = fleet::run(self.exe, self.clients, |k| {
-            worker_args(url, Job::Mix, self.n, k, self.dict, None)
+            worker_args(url, "mix", self.n, k, self.dict, None)
         })?;
         let ops = self.clients as u64 * self.n;
         let mut row = Row::new(workload, ops, t.total.as_secs_f64())
@@ -307,7 +485,7 @@ fn lock_counter(
     read_counter: impl FnOnce() -> Result<Option<i64>>,
 ) -> Result<()> {
     let t = fleet::run(exe, contenders, |k| {
-        worker_args(url, Job::Lock, n, k, &names.counter, Some(&names.lock))
+        worker_args(url, "lock", n, k, &names.counter, Some(&names.lock))
     })?;
     let ops = contenders as u64 * n;
     let final_count = read_counter()?;
@@ -328,7 +506,7 @@ fn queue_pipe(exe: &Path, url: &str, names: &Names, n: u64) -> Result<()> {
     // Worker 0 consumes, worker 1 produces: the anchor starts the consumer
     // first too.
     let t = fleet::run(exe, 2, |k| {
-        worker_args(url, Job::Queue, n, k, &names.queue, None)
+        worker_args(url, "queue", n, k, &names.queue, None)
     })?;
     Row::new("queue_producer_consumer", n, t.total.as_secs_f64())
         .split(t.startup.as_secs_f64(), t.work.as_secs_f64())
@@ -338,29 +516,13 @@ fn queue_pipe(exe: &Path, url: &str, names: &Names, n: u64) -> Result<()> {
 
 fn worker_args(
     url: &str,
-    job: Job,
+    job: &str,
     n: u64,
     k: usize,
     name: &str,
     lock: Option<&str>,
 ) -> Vec<String> {
-    let job = match job {
-        Job::Mix => "mix",
-        Job::Lock => "lock",
-        Job::Queue => "queue",
-    };
-    let mut args = vec![
-        "--url".into(),
-        url.into(),
-        "--job".into(),
-        job.into(),
-        "--n".into(),
-        n.to_string(),
-        "--k".into(),
-        k.to_string(),
-        "--name".into(),
-        name.into(),
-    ];
+    let mut args = worker::args(url, job, n, k, name);
     if let Some(lock) = lock {
         args.extend(["--lock".into(), lock.into()]);
     }

@@ -27,7 +27,7 @@ use crate::daemon::{Daemon, Spec};
 use crate::row::{mib, Row};
 use crate::tmp::{dir_bytes, TempDir};
 
-const DICT: &str = "procshare-bench-restart";
+pub const DICT: &str = "procshare-bench-restart";
 
 pub struct Params {
     pub entries: u64,
@@ -113,9 +113,9 @@ fn restart_row(
     row
 }
 
-/// `writers` connections insert their share of the entries, `chunk` per
-/// call.
-async fn fill(url: &str, p: &Params) -> Result<()> {
+/// `writers` connections insert their share of the entries
+/// `key:NNNNNNN -> N` into the dict `DICT`, `chunk` per call.
+pub async fn fill(url: &str, p: &Params) -> Result<()> {
     let chunks = p.entries.div_ceil(p.chunk);
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..p.writers as u64 {

@@ -59,6 +59,51 @@ pub struct Row {
     /// How long the `snapshot` call took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_seconds: Option<f64>,
+    /// Scaling workloads: bytes of each value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_bytes: Option<usize>,
+    /// Scaling workloads: the median and 99th percentile of every call's
+    /// latency, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_us: Option<f64>,
+    /// Pipelined and batched workloads: calls in flight per process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inflight: Option<usize>,
+    /// Batched workload: ops per `Batch` call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// Idle clients and waiters: calls blocked at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiters: Option<usize>,
+    /// Client processes, where `clients` counts something else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<usize>,
+    /// Connections open to the server at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+    /// Live sessions, as the server lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<usize>,
+    /// Idle clients and waiters: start signal to every waiter blocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_seconds: Option<f64>,
+    /// Idle clients and waiters: release to the last worker's exit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_seconds: Option<f64>,
+    /// The server's RSS before the workload, in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_rss_mib: Option<f64>,
+    /// The server's peak RSS over its life (`VmHWM`), in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    /// The server's threads (`Threads` in `/proc/PID/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
+    /// Idle clients and waiters: waits that came back as they should.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served: Option<u64>,
 }
 
 /// Bytes as MiB, rounded to 0.1.

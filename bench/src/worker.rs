@@ -15,6 +15,18 @@ pub enum Job {
     /// `queue_producer_consumer`: worker 0 gets `n` items, worker 1 puts
     /// `0..n`.
     Queue,
+    /// `scaling_*`: the mix with `--value-size`-byte string values, each
+    /// call timed; prints its latency histogram.
+    Scale,
+    /// `pipelined_dict_mix`: the mix from `--inflight` tasks at once over
+    /// this process's one connection.
+    Pipeline,
+    /// `batched_dict_mix`: the mix in `Batch` calls of `--batch` ops,
+    /// `--inflight` calls at once over one connection.
+    Batch,
+    /// `idle_clients_waiters`: `--idle` idle clients and `--waiters` calls
+    /// blocked on an event and a queue.
+    Crowd,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +48,43 @@ pub struct WorkerArgs {
     /// The lock (lock job only).
     #[arg(long)]
     pub lock: Option<String>,
+    /// Bytes of each value (scale job).
+    #[arg(long, default_value_t = 16)]
+    pub value_size: usize,
+    /// Calls in flight at once (pipeline and batch jobs).
+    #[arg(long, default_value_t = 1)]
+    pub inflight: usize,
+    /// Ops per `Batch` call (batch job).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Idle clients to open (crowd job).
+    #[arg(long, default_value_t = 0)]
+    pub idle: usize,
+    /// Blocked calls to make (crowd job).
+    #[arg(long, default_value_t = 0)]
+    pub waiters: usize,
+    /// This worker's first waiter's index among all workers' (crowd job):
+    /// even indexes wait on the event, odd ones on the queue.
+    #[arg(long, default_value_t = 0)]
+    pub first_waiter: usize,
+    /// Connections that carry the waiters (crowd job).
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// The session lease of the idle clients, in seconds (crowd job).
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
 }
 
 /// The key under which `lock_counter` keeps its counter.
 pub const COUNTER_KEY: &str = "n";
+
+/// Prints `line` (the worker's result) on stdout for the parent.
+pub fn report(line: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
 
 pub fn main(a: WorkerArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -48,7 +93,7 @@ pub fn main(a: WorkerArgs) -> Result<()> {
     rt.block_on(run(a))
 }
 
-fn ready_then_wait_for_go() -> Result<()> {
+pub fn ready_then_wait_for_go() -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(b"ready\n")?;
     out.flush()?;
@@ -63,6 +108,13 @@ fn ready_then_wait_for_go() -> Result<()> {
 }
 
 async fn run(a: WorkerArgs) -> Result<()> {
+    match a.job {
+        Job::Scale => return crate::scaling::worker(&a).await,
+        Job::Pipeline => return crate::pipeline::pipelined_worker(&a).await,
+        Job::Batch => return crate::pipeline::batched_worker(&a).await,
+        Job::Crowd => return crate::crowd::worker(&a).await,
+        Job::Mix | Job::Lock | Job::Queue => {}
+    }
     let m = procshare::Manager::connect(&a.url)
         .await
         .with_context(|| format!("worker {} cannot connect to {}", a.k, a.url))?;
@@ -117,6 +169,24 @@ async fn run(a: WorkerArgs) -> Result<()> {
                 }
             }
         }
+        Job::Scale | Job::Pipeline | Job::Batch | Job::Crowd => bail!("job handled above"),
     }
     Ok(())
+}
+
+/// The arguments after `worker` for worker `k` of a `job`, `n` ops on the
+/// object `name`.
+pub fn args(url: &str, job: &str, n: u64, k: usize, name: &str) -> Vec<String> {
+    vec![
+        "--url".into(),
+        url.into(),
+        "--job".into(),
+        job.into(),
+        "--n".into(),
+        n.to_string(),
+        "--k".into(),
+        k.to_string(),
+        "--name".into(),
+        name.into(),
+    ]
 }
