@@ -190,6 +190,7 @@ pub async fn batched_worker(a: &WorkerArgs) -> Result<()> {
                                 kind: Some(kind),
                             }),
                             task_id: String::new(),
+                            cancel: false,
                         }
                     })
                     .collect();

@@ -933,3 +933,109 @@ impl<V: DeserializeOwned, K: DeserializeOwned> Iterator for Watch<V, K> {
         self.rt.block_on(self.inner.next()).transpose()
     }
 }
+
+/// The synchronous [`crate::Batch`]: operations sent in one call,
+/// optionally as one atomic unit. Made by [`Manager::batch`].
+///
+/// ```no_run
+/// let m = procshare::blocking::Manager::connect("http://127.0.0.1:50051")?;
+/// let stock = m.dict::<String, i64>("stock")?;
+/// let results = m
+///     .batch()
+///     .dict_fetch_add(&stock, &"apples".into(), &-1)?
+///     .dict_fetch_add(&stock, &"pears".into(), &1)?
+///     .atomic()
+///     .run()?;
+/// assert!(results.iter().all(|r| r.is_ok()));
+/// # Ok::<(), procshare::Error>(())
+/// ```
+#[must_use = "a batch does nothing until run"]
+pub struct Batch {
+    inner: crate::Batch,
+    rt: Arc<ClientRuntime>,
+}
+
+impl Manager {
+    /// A new, empty batch; see [`crate::Batch`].
+    pub fn batch(&self) -> Batch {
+        Batch {
+            inner: self.inner.batch(),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+impl Batch {
+    fn map(self, f: impl FnOnce(crate::Batch) -> Result<crate::Batch>) -> Result<Self> {
+        Ok(Batch {
+            inner: f(self.inner)?,
+            rt: self.rt,
+        })
+    }
+
+    /// Adds a raw operation on the object called `name`.
+    pub fn op(self, name: &str, op: crate::wire::op::Kind) -> Self {
+        Batch {
+            inner: self.inner.op(name, op),
+            rt: self.rt,
+        }
+    }
+
+    /// Applies the operations as one unit (all or none).
+    pub fn atomic(self) -> Self {
+        Batch {
+            inner: self.inner.atomic(),
+            rt: self.rt,
+        }
+    }
+
+    /// `dict[key] = value`.
+    pub fn dict_insert<K, V>(self, dict: &DictProxy<K, V>, key: &K, value: &V) -> Result<Self>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.map(|b| b.dict_insert(&dict.inner, key, value))
+    }
+
+    /// Adds `delta` to `dict[key]`.
+    pub fn dict_fetch_add<K, V>(self, dict: &DictProxy<K, V>, key: &K, delta: &V) -> Result<Self>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.map(|b| b.dict_fetch_add(&dict.inner, key, delta))
+    }
+
+    /// Reads `dict[key]`.
+    pub fn dict_get<K, V>(self, dict: &DictProxy<K, V>, key: &K) -> Result<Self>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.map(|b| b.dict_get(&dict.inner, key))
+    }
+
+    /// Appends `item` to the list.
+    pub fn list_push<T: Serialize + DeserializeOwned>(
+        self,
+        list: &ListProxy<T>,
+        item: &T,
+    ) -> Result<Self> {
+        self.map(|b| b.list_push(&list.inner, item))
+    }
+
+    /// Stores `value` in the value object.
+    pub fn value_set<T: Serialize + DeserializeOwned>(
+        self,
+        cell: &ValueProxy<T>,
+        value: &T,
+    ) -> Result<Self> {
+        self.map(|b| b.value_set(&cell.inner, value))
+    }
+
+    /// Sends the batch: one result per operation, in order.
+    pub fn run(self) -> Result<Vec<Result<crate::wire::OpResult>>> {
+        self.rt.block_on(self.inner.run())
+    }
+}

@@ -6,6 +6,10 @@
 //! and firewall state stays alive and a dead server is noticed; after a
 //! broken connection the channel reconnects by itself on the next call.
 //!
+//! Calls go over the connection's session stream ([`crate::stream`]),
+//! pipelined, unless the builder asked for unary calls (one gRPC `Execute`
+//! each) or the server has no stream.
+//!
 //! [`Manager`]: crate::Manager
 
 use std::path::{Path, PathBuf};
@@ -22,9 +26,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::error::{Error, Result};
 use crate::session::{self, Session, SessionCalls};
+use crate::stream::Mux;
 
 /// How long a call may take when it does not wait on purpose.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 flow-control window of a stream, in bytes.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Default interval of the client's HTTP/2 keepalive pings.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Default time a keepalive ping may go unanswered before the connection is
@@ -136,6 +143,8 @@ pub(crate) struct Connection {
     /// Does the channel speak TLS? (A refused handshake then gets a message
     /// that says so.)
     tls: bool,
+    /// The session stream; `None`: unary calls.
+    mux: Option<Arc<Mux>>,
 }
 
 /// Everything [`Connection::connect`] needs, resolved by the builder.
@@ -152,6 +161,8 @@ pub(crate) struct ConnectOptions {
     pub keepalive_timeout: Duration,
     /// The session lease to ask for.
     pub lease: Duration,
+    /// One unary `Execute` per call instead of the session stream.
+    pub unary: bool,
 }
 
 /// The three kinds of URL.
@@ -308,7 +319,11 @@ impl Connection {
             .connect_timeout(o.connect_timeout)
             .tcp_nodelay(true)
             .keep_alive_while_idle(true)
-            .keep_alive_timeout(o.keepalive_timeout);
+            .keep_alive_timeout(o.keepalive_timeout)
+            // One stream carries every call: a larger window lets many be
+            // in flight without waiting for window updates.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(2 * STREAM_WINDOW));
         if let Some(interval) = o.keepalive_interval {
             endpoint = endpoint.http2_keep_alive_interval(interval);
         }
@@ -335,8 +350,10 @@ impl Connection {
             };
             Error::Unavailable(format!("cannot connect to {url}: {chain}{hint}"))
         })?;
+        let client = ProcshareClient::with_interceptor(channel, credentials);
         let mut conn = Connection {
-            client: ProcshareClient::with_interceptor(channel, credentials),
+            mux: (!o.unary).then(|| Arc::new(Mux::new(client.clone()))),
+            client,
             session: None,
             client_id: new_client_id().into(),
             next_request: Arc::new(AtomicU64::new(1)),
@@ -505,6 +522,7 @@ impl Connection {
                 kind: Some(op),
             }),
             task_id: task.to_owned(),
+            ..Default::default()
         };
         let limit = self.limit(deadline);
         let started = std::time::Instant::now();
@@ -541,12 +559,11 @@ impl Connection {
 
     /// One try of a call, within `left` (`None`: no limit).
     async fn attempt(&self, request: pb::Request, left: Option<Duration>) -> Result<pb::OpResult> {
-        let mut client = self.client.clone();
-        let call = client.execute(request);
+        let call = self.send(request);
         let reply = match left {
-            None => call.await.map_err(|s| self.call_error(s))?,
+            None => call.await?,
             Some(left) => match tokio::time::timeout(left, call).await {
-                Ok(r) => r.map_err(|s| self.call_error(s))?,
+                Ok(r) => r?,
                 Err(_) => {
                     return Err(Error::Timeout(format!(
                         "no answer from {} within the call's deadline",
@@ -555,13 +572,105 @@ impl Connection {
                 }
             },
         };
-        match reply.into_inner().outcome {
+        match reply.outcome {
             Some(Outcome::Ok(result)) => Ok(result),
             Some(Outcome::Error(e)) => Err(Error::from_kind(
                 pb::ErrorKind::try_from(e.kind).unwrap_or(pb::ErrorKind::Unspecified),
                 e.message,
             )),
             None => Err(Error::Protocol("response without outcome".into())),
+        }
+    }
+
+    /// Sends one request over the stream, or as a unary call.
+    async fn send(&self, request: pb::Request) -> Result<pb::Response> {
+        if let Some(mux) = self.mux.as_ref().filter(|m| m.usable()) {
+            let status_error = |s| self.call_error(s);
+            if let Some(r) = mux.call(request.clone(), &status_error).await? {
+                return Ok(r);
+            }
+        }
+        let mut client = self.client.clone();
+        let reply = client
+            .execute(request)
+            .await
+            .map_err(|s| self.call_error(s))?;
+        Ok(reply.into_inner())
+    }
+
+    /// Applies several operations with one `Batch` call; with `atomic`, as
+    /// one unit. An atomic batch is not retried after UNAVAILABLE (whether
+    /// it was applied is unknown then); a plain one is, under the same
+    /// request ids, which the server de-duplicates.
+    pub async fn batch(
+        &self,
+        ops: Vec<(String, String, pb::op::Kind)>,
+        atomic: bool,
+    ) -> Result<Vec<Result<pb::OpResult>>> {
+        let mut batch = pb::BatchRequest {
+            client_id: self.client_id().to_string(),
+            requests: ops
+                .into_iter()
+                .map(|(name, task_id, kind)| pb::Request {
+                    request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+                    op: Some(pb::Op {
+                        name,
+                        kind: Some(kind),
+                    }),
+                    task_id,
+                    ..Default::default()
+                })
+                .collect(),
+            atomic,
+        };
+        let limit = self.call_timeout;
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut reopened = false;
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            let mut client = self.client.clone();
+            let reply = match tokio::time::timeout(left, client.batch(batch.clone())).await {
+                Ok(r) => r.map_err(|s| self.call_error(s)),
+                Err(_) => Err(Error::Timeout(format!(
+                    "no answer from {} within {limit:?}",
+                    self.url
+                ))),
+            };
+            let expired = |e: &Error| matches!(e, Error::SessionExpired(_));
+            let outcomes: Result<Vec<Result<pb::OpResult>>> = reply.map(|r| {
+                r.into_inner()
+                    .responses
+                    .into_iter()
+                    .map(|r| match r.outcome {
+                        Some(Outcome::Ok(result)) => Ok(result),
+                        Some(Outcome::Error(e)) => Err(Error::from_kind(
+                            pb::ErrorKind::try_from(e.kind).unwrap_or(pb::ErrorKind::Unspecified),
+                            e.message,
+                        )),
+                        None => Err(Error::Protocol("response without outcome".into())),
+                    })
+                    .collect()
+            });
+            let session_gone = match &outcomes {
+                Err(e) => expired(e),
+                Ok(v) => !v.is_empty() && v.iter().all(|r| r.as_ref().is_err_and(expired)),
+            };
+            match outcomes {
+                Err(Error::Unavailable(why)) if !atomic && left > backoff => {
+                    tracing::debug!(error = %why, "procshare batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                _ if session_gone && !reopened && self.session.is_some() => {
+                    if let Some(s) = &self.session {
+                        s.reopen(&batch.client_id).await?;
+                        batch.client_id = s.id().to_string();
+                    }
+                    reopened = true;
+                }
+                other => return other,
+            }
         }
     }
 }

@@ -25,16 +25,19 @@
 //! (null, bool, int, float, string, bytes, list, map), so clients in other
 //! languages read the same data. See [`value`].
 
+mod batch;
 pub mod blocking;
 mod connection;
 mod error;
 mod manager;
 mod proxy;
 mod session;
+mod stream;
 pub mod value;
 mod watch;
 mod worker;
 
+pub use batch::Batch;
 pub use connection::DEFAULT_CALL_TIMEOUT;
 pub use error::{Error, Result};
 pub use manager::{Kind, Manager, ManagerBuilder, ObjectInfo, DEFAULT_URL};

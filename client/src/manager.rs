@@ -6,6 +6,7 @@ use std::time::Duration;
 use procshare_proto::{self as pb, op::Kind as Op, op_result::Kind as R};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::batch::Batch;
 use crate::connection::{
     ConnectOptions, Connection, Deadline, DEFAULT_CALL_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -144,6 +145,7 @@ pub struct ManagerBuilder {
     keepalive_interval: Option<Duration>,
     keepalive_timeout: Duration,
     lease: Duration,
+    unary: Option<bool>,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -242,6 +244,27 @@ impl ManagerBuilder {
         self
     }
 
+    /// With `true`, every call is its own unary gRPC `Execute` instead of
+    /// a message on the connection's session stream (the default, which
+    /// pipelines the calls of all tasks over one HTTP/2 stream and costs
+    /// much less per call). Without it, `PROCSHARE_TRANSPORT=unary` asks for
+    /// unary calls (`stream`, or unset: the stream). Unary calls are for
+    /// comparing the two, and for proxies that dislike long-lived streams.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::builder()
+    ///     .url("http://127.0.0.1:50051")
+    ///     .unary(true)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn unary(mut self, unary: bool) -> Self {
+        self.unary = Some(unary);
+        self
+    }
+
     /// Connects. Bad options (URL, files, token) are
     /// [`Error::InvalidArgument`]; an unreachable server is
     /// [`Error::Unavailable`].
@@ -264,6 +287,9 @@ impl ManagerBuilder {
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             lease: self.lease,
+            unary: self
+                .unary
+                .unwrap_or_else(|| env("PROCSHARE_TRANSPORT").is_some_and(|t| t == "unary")),
         };
         let conn = Connection::connect(options).await?;
         Ok(Manager { conn })
@@ -316,6 +342,7 @@ impl Manager {
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             lease: crate::session::DEFAULT_LEASE,
+            unary: None,
         }
     }
 
@@ -569,6 +596,26 @@ impl Manager {
                 "expected an object list, got {other:?}"
             ))),
         }
+    }
+
+    /// A batch of operations sent in one call, optionally applied as one
+    /// atomic unit; see [`Batch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(m: procshare::Manager) -> procshare::Result<()> {
+    /// let accounts = m.dict::<String, i64>("accounts").await?;
+    /// let results = m
+    ///     .batch()
+    ///     .dict_fetch_add(&accounts, &"alice".to_owned(), &-10)?
+    ///     .dict_fetch_add(&accounts, &"bob".to_owned(), &10)?
+    ///     .atomic()
+    ///     .run()
+    ///     .await?;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.conn.clone())
     }
 
     /// Applies one raw wire operation to `name`: the escape hatch used by the

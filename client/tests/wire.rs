@@ -218,20 +218,39 @@ async fn batches_apply_in_order_with_one_outcome_each() {
         .await;
     assert_eq!(dict_len(len), 2);
 
-    // Atomic batches are not supported yet: refused whole, nothing applied.
+    // An atomic batch with an operation that may wait: refused whole,
+    // nothing applied.
+    let wait = Some(Op::LockAcquire(pb::LockAcquire {
+        blocking: true,
+        timeout_secs: None,
+    }));
     let atomic = pb::BatchRequest {
         client_id: "raw".into(),
-        requests: vec![request("b", set(3))],
+        requests: vec![request("b", set(3)), request("l", wait)],
         atomic: true,
     };
     assert_eq!(
         c.batch(atomic).await.unwrap_err().code(),
-        Code::Unimplemented
+        Code::InvalidArgument
     );
     let len = c
         .execute(request("b", Some(Op::DictLen(pb::DictLen {}))))
         .await;
     assert_eq!(dict_len(len), 2);
+    // One that can apply does, whole.
+    let atomic = pb::BatchRequest {
+        client_id: "raw".into(),
+        requests: vec![request("b", set(3)), request("b", set(4))],
+        atomic: true,
+    };
+    let responses = c.batch(atomic).await.unwrap().into_inner().responses;
+    assert!(responses
+        .iter()
+        .all(|r| matches!(r.outcome, Some(Outcome::Ok(_)))));
+    let len = c
+        .execute(request("b", Some(Op::DictLen(pb::DictLen {}))))
+        .await;
+    assert_eq!(dict_len(len), 4);
 }
 
 /// Raw bytes through tonic's codec machinery.

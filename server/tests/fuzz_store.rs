@@ -264,6 +264,7 @@ proptest! {
             request_id: 1,
             op: Some(pb::Op { name: NAMES[name].into(), kind: Some(op) }),
             task_id: String::new(),
+            ..Default::default()
         };
         let mut bytes = request.encode_to_vec();
         for (at, x) in flips {

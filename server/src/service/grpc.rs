@@ -1,6 +1,7 @@
 //! The gRPC service: turns requests into store operations and results back
-//! into responses. Every operation, unary or batched, goes through
-//! [`Service::run`] and ends in [`Store::apply`].
+//! into responses. Every operation, unary, batched or on the session stream
+//! (see [`super::stream`]), goes through [`Core::run`] and ends in
+//! [`Store::apply`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,13 +41,25 @@ impl Default for ServiceLimits {
     }
 }
 
-pub struct Service {
-    store: Arc<Store>,
-    sessions: Arc<Sessions>,
+/// The service as tonic sees it: a handle on the [`Core`], which the
+/// session stream's spawned tasks share.
+pub struct Service(Arc<Core>);
+
+impl std::ops::Deref for Service {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.0
+    }
+}
+
+pub struct Core {
+    pub(super) store: Arc<Store>,
+    pub(super) sessions: Arc<Sessions>,
     limits: ServiceLimits,
     /// Cancelled when the server shuts down, so that calls blocked in a wait
     /// end (with UNAVAILABLE) instead of holding the shutdown up.
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
     waiting: AtomicUsize,
     mutations: AtomicU64,
 }
@@ -67,16 +80,18 @@ impl Service {
         limits: ServiceLimits,
         shutdown: CancellationToken,
     ) -> Self {
-        Service {
+        Service(Arc::new(Core {
             store,
             sessions,
             limits,
             shutdown,
             waiting: AtomicUsize::new(0),
             mutations: AtomicU64::new(0),
-        }
+        }))
     }
+}
 
+impl Core {
     fn enter_wait(&self) -> Result<Waiting<'_>, StoreError> {
         let n = self.waiting.fetch_add(1, Ordering::Relaxed);
         let guard = Waiting(&self.waiting);
@@ -91,7 +106,7 @@ impl Service {
 
     /// Runs one operation for `caller`: limits, de-duplication of a retried
     /// mutation, cancellation when the server stops or the session ends.
-    async fn run(
+    pub(super) async fn run(
         &self,
         caller: &Caller,
         session: Option<&Session>,
@@ -168,22 +183,33 @@ impl Service {
     }
 
     /// Testing only: whether to pretend this mutation's reply was lost.
-    fn drop_reply(&self, mutated: bool) -> bool {
+    pub(super) fn drop_reply(&self, mutated: bool) -> bool {
         let every = self.limits.fault_drop_replies;
         mutated && every > 0 && self.mutations.fetch_add(1, Ordering::Relaxed) % every == every - 1
     }
 }
 
 fn caller(client_id: String, task_id: String) -> Result<Caller, Status> {
+    checked_caller(client_id, task_id).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The caller a request names, if its ids are within bounds.
+pub(super) fn checked_caller(client_id: String, task_id: String) -> Result<Caller, StoreError> {
     for (what, id) in [("client_id", &client_id), ("task_id", &task_id)] {
         if id.len() > MAX_CLIENT_ID_LEN {
-            return Err(Status::invalid_argument(format!(
+            return Err(StoreError::InvalidArgument(format!(
                 "{what} is {} bytes long; the limit is {MAX_CLIENT_ID_LEN}",
                 id.len()
             )));
         }
     }
     Ok(Caller { client_id, task_id })
+}
+
+/// Whether a request's op changes state (a lost reply to it is retried).
+pub(super) fn mutates(op: Option<&pb::Op>) -> bool {
+    op.and_then(|o| o.kind.as_ref())
+        .is_some_and(|k| !is_read_only(k))
 }
 
 fn peer<T>(request: &Request<T>) -> String {
@@ -250,16 +276,14 @@ impl Procshare for Service {
             request_id,
             op,
             task_id,
+            ..
         } = request.into_inner();
         let caller = caller(client_id, task_id)?;
         let session = self
             .sessions
             .resolve(&caller.client_id)
             .map_err(|e| to_status(&e))?;
-        let mutates = op
-            .as_ref()
-            .and_then(|o| o.kind.as_ref())
-            .is_some_and(|k| !is_read_only(k));
+        let mutates = mutates(op.as_ref());
         match self.run(&caller, session.as_deref(), request_id, op).await {
             Ok(_) if self.drop_reply(mutates) => Err(Status::unavailable(
                 "injected fault: the reply was dropped after the operation was applied",
@@ -281,9 +305,7 @@ impl Procshare for Service {
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let batch = request.into_inner();
         if batch.atomic {
-            return Err(to_status(&StoreError::Unimplemented(
-                "atomic batches are not supported yet; nothing was applied".into(),
-            )));
+            return self.atomic_batch(batch).await.map(Response::new);
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
         for r in batch.requests {
@@ -319,5 +341,65 @@ impl Procshare for Service {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         super::watch::start(&self.store, &self.sessions, &self.shutdown, request)
+    }
+
+    type SessionStream = super::stream::Responses;
+
+    async fn session(
+        &self,
+        request: Request<tonic::Streaming<pb::Request>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(super::stream::serve(
+            self.0.clone(),
+            request.into_inner(),
+        )))
+    }
+}
+
+impl Service {
+    /// An atomic batch: checked (callers, sessions) first, then applied as
+    /// one unit by the store. A failing operation fails them all.
+    async fn atomic_batch(&self, batch: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
+        let mut ops = Vec::with_capacity(batch.requests.len());
+        let mut ids = Vec::with_capacity(batch.requests.len());
+        for r in batch.requests {
+            let client_id = if r.client_id.is_empty() {
+                batch.client_id.clone()
+            } else {
+                r.client_id
+            };
+            let caller = caller(client_id, r.task_id)?;
+            self.sessions
+                .resolve(&caller.client_id)
+                .map_err(|e| to_status(&e))?;
+            let op =
+                r.op.ok_or_else(|| Status::invalid_argument("request has no op"))?;
+            let size = op.encoded_len();
+            if size > self.limits.max_value_bytes {
+                return Err(to_status(&StoreError::ResourceExhausted(format!(
+                    "operation of {size} bytes; this server takes at most {} (--max-value-bytes)",
+                    self.limits.max_value_bytes
+                ))));
+            }
+            ids.push(r.request_id);
+            ops.push((caller, op));
+        }
+        let outcomes = self
+            .store
+            .apply_atomic(ops)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let responses = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(request_id, outcome)| pb::Response {
+                request_id,
+                outcome: Some(match outcome {
+                    Ok(result) => Outcome::Ok(result),
+                    Err(e) => Outcome::Error(to_wire(&e)),
+                }),
+            })
+            .collect();
+        Ok(pb::BatchResponse { responses })
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 mod grpc;
 pub mod session;
 pub mod status;
+mod stream;
 pub mod tls;
 pub mod unix;
 mod watch;
@@ -141,8 +142,12 @@ fn routes(
 }
 
 fn builder(config: &ServerConfig) -> Server {
+    // A client's session stream carries all its calls: a larger window
+    // lets many be in flight without waiting for window updates.
     Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
         .http2_keepalive_interval(config.keepalive_interval)
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
 }

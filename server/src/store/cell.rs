@@ -23,6 +23,12 @@ impl Cell {
         }
     }
 
+    /// Takes `saved`'s contents in place (an atomic batch being undone),
+    /// keeping this object's feed and so its watchers.
+    pub fn put_back(&self, saved: Self) {
+        *self.value.lock() = saved.value.into_inner();
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }

@@ -176,6 +176,12 @@ impl Dict {
         }
     }
 
+    /// Takes `saved`'s contents in place (an atomic batch being undone),
+    /// keeping this object's feed and so its watchers.
+    pub fn put_back(&self, saved: Self) {
+        *self.entries.lock() = saved.entries.into_inner();
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }

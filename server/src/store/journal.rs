@@ -59,6 +59,7 @@ impl<'a> Recorder<'a> {
                 name: name.to_owned(),
                 kind: Some(replayable),
             }),
+            batch: Vec::new(),
         };
         Recorder {
             sink: Some(sink),

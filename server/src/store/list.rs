@@ -162,6 +162,12 @@ impl List {
         }
     }
 
+    /// Takes `saved`'s contents in place (an atomic batch being undone),
+    /// keeping this object's feed and so its watchers.
+    pub fn put_back(&self, saved: Self) {
+        *self.items.lock() = saved.items.into_inner();
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }

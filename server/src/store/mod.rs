@@ -11,6 +11,7 @@
 
 mod array;
 mod barrier;
+mod batch;
 mod cell;
 mod condition;
 mod dict;
@@ -524,6 +525,8 @@ pub struct Store {
     /// The data dir's log and snapshots; `None` for the in-memory store.
     durable: Option<Arc<persist::Durability>>,
     limits: StoreLimits,
+    /// Shared by every application attempt, exclusive for an atomic batch.
+    gate: batch::Gate,
 }
 
 impl Default for Store {
@@ -532,6 +535,7 @@ impl Default for Store {
             objects: DashMap::new(),
             durable: None,
             limits: StoreLimits::default(),
+            gate: Default::default(),
         }
     }
 }
@@ -556,7 +560,8 @@ impl Store {
     pub async fn apply(&self, caller: &Caller, op: pb::Op) -> Result<OpResult> {
         let Some(durable) = &self.durable else {
             return self
-                .apply_with(caller, op, &journal::Recorder::none())
+                .gate
+                .around(self.apply_with(caller, op, &journal::Recorder::none()))
                 .await;
         };
         let Some(kind) = &op.kind else {
@@ -568,7 +573,7 @@ impl Store {
             _ => {}
         }
         let rec = journal::Recorder::for_op(durable.as_ref(), caller, &op.name, kind);
-        let result = self.apply_with(caller, op, &rec).await?;
+        let result = self.gate.around(self.apply_with(caller, op, &rec)).await?;
         if let Some(seq) = rec.committed() {
             durable.wait_logged(seq).await?;
         }
@@ -631,6 +636,9 @@ impl Store {
                 actual: kind_name(object.kind()),
             });
         }
+        // Not in the middle of an atomic batch: its changes are held back
+        // until it stands, so the state read here must not include them.
+        let _gate = self.gate.read();
         watch::Watcher::start(object, name, snapshot)
     }
 
@@ -772,6 +780,7 @@ impl Store {
     /// locks and RLocks (any task of it) and semaphore permits. Returns what
     /// was released, `(object name, what)`, for the log.
     pub fn release_client(&self, client_id: &str) -> Vec<(String, String)> {
+        let _gate = self.gate.read();
         let mut released = Vec::new();
         for e in self.objects.iter() {
             let what = match &e.value().object {

@@ -38,10 +38,71 @@ fn pairs(map: pb::ValueMap) -> Result<Vec<(Val, Val)>> {
     map.entries.into_iter().map(Val::pair_from_wire).collect()
 }
 
+/// One object's state, `next_seq` read while it is locked.
+pub(super) fn save_one(
+    name: String,
+    stored: &Stored,
+    next_seq: &dyn Fn() -> u64,
+) -> pb::ObjectState {
+    let (seq, state) = match &stored.object {
+        Object::Dict(d) => {
+            let (entries, seq) = d.save(next_seq);
+            (seq, Some(State::Dict(wire_map(&entries))))
+        }
+        Object::List(l) => {
+            let (items, seq) = l.save(next_seq);
+            (seq, Some(State::List(wire_list(&items))))
+        }
+        Object::Value(c) => {
+            let (v, seq) = c.save(next_seq);
+            (seq, Some(State::Value(v.to_wire())))
+        }
+        Object::Semaphore(s) => {
+            let (value, seq) = s.save(next_seq);
+            (seq, Some(State::Semaphore(pb::SemaphoreState { value })))
+        }
+        Object::Event(e) => {
+            let (flag, seq) = e.save(next_seq);
+            (seq, Some(State::Event(flag)))
+        }
+        Object::Queue(q) => {
+            let (items, unfinished, seq) = q.save(next_seq);
+            let state = pb::QueueState {
+                items: Some(wire_list(&items)),
+                unfinished,
+            };
+            (seq, Some(State::Queue(state)))
+        }
+        Object::Namespace(n) => {
+            let (attrs, seq) = n.save(next_seq);
+            (seq, Some(State::Namespace(wire_map(&attrs))))
+        }
+        Object::Array(a) => {
+            let (items, seq) = a.save(next_seq);
+            (seq, Some(State::Array(wire_list(&items))))
+        }
+        Object::Pool(p) => {
+            let (state, seq) = p.save(next_seq);
+            (seq, Some(State::Pool(state)))
+        }
+        Object::Lock(_) | Object::Condition(_) | Object::Barrier(_) | Object::Pipe(_) => {
+            (next_seq(), None)
+        }
+    };
+    pb::ObjectState {
+        name,
+        seq,
+        open: Some(stored.open.clone()),
+        state,
+    }
+}
+
 impl Store {
     /// Every object's state. `next_seq` is read while each object is locked:
     /// log records of that object from that seq on are not in its state.
     pub(crate) fn save_objects(&self, next_seq: &dyn Fn() -> u64) -> Vec<pb::ObjectState> {
+        // A snapshot must not see half of an atomic batch.
+        let _gate = self.gate.read();
         let objects: Vec<(String, Arc<Stored>)> = self
             .objects
             .iter()
@@ -49,60 +110,7 @@ impl Store {
             .collect();
         objects
             .into_iter()
-            .map(|(name, stored)| {
-                let (seq, state) = match &stored.object {
-                    Object::Dict(d) => {
-                        let (entries, seq) = d.save(next_seq);
-                        (seq, Some(State::Dict(wire_map(&entries))))
-                    }
-                    Object::List(l) => {
-                        let (items, seq) = l.save(next_seq);
-                        (seq, Some(State::List(wire_list(&items))))
-                    }
-                    Object::Value(c) => {
-                        let (v, seq) = c.save(next_seq);
-                        (seq, Some(State::Value(v.to_wire())))
-                    }
-                    Object::Semaphore(s) => {
-                        let (value, seq) = s.save(next_seq);
-                        (seq, Some(State::Semaphore(pb::SemaphoreState { value })))
-                    }
-                    Object::Event(e) => {
-                        let (flag, seq) = e.save(next_seq);
-                        (seq, Some(State::Event(flag)))
-                    }
-                    Object::Queue(q) => {
-                        let (items, unfinished, seq) = q.save(next_seq);
-                        let state = pb::QueueState {
-                            items: Some(wire_list(&items)),
-                            unfinished,
-                        };
-                        (seq, Some(State::Queue(state)))
-                    }
-                    Object::Namespace(n) => {
-                        let (attrs, seq) = n.save(next_seq);
-                        (seq, Some(State::Namespace(wire_map(&attrs))))
-                    }
-                    Object::Array(a) => {
-                        let (items, seq) = a.save(next_seq);
-                        (seq, Some(State::Array(wire_list(&items))))
-                    }
-                    Object::Pool(p) => {
-                        let (state, seq) = p.save(next_seq);
-                        (seq, Some(State::Pool(state)))
-                    }
-                    Object::Lock(_)
-                    | Object::Condition(_)
-                    | Object::Barrier(_)
-                    | Object::Pipe(_) => (next_seq(), None),
-                };
-                pb::ObjectState {
-                    name,
-                    seq,
-                    open: Some(stored.open.clone()),
-                    state,
-                }
-            })
+            .map(|(name, stored)| save_one(name, &stored, next_seq))
             .collect()
     }
 
@@ -122,7 +130,7 @@ impl Store {
         Ok(())
     }
 
-    fn restore_one(&self, s: pb::ObjectState) -> Result<Stored> {
+    pub(super) fn restore_one(&self, s: pb::ObjectState) -> Result<Stored> {
         let open = s.open.ok_or_else(|| StoreError::missing_field("open"))?;
         let kind = Kind::try_from(open.kind)
             .map_err(|_| StoreError::InvalidArgument(format!("unknown kind {}", open.kind)))?;

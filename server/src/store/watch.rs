@@ -15,6 +15,7 @@
 //! ([`Event::Lagged`]), and is brought back in step with a snapshot read
 //! under the object's lock, which later changes apply on top of.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -134,12 +135,31 @@ impl Feed {
             return;
         }
         if let Some(tx) = self.tx.get() {
-            // No receiver left (a watch ending right now): nothing to do.
-            let _ = tx.send(Arc::new(Published {
+            let published = Arc::new(Published {
                 seq,
                 change: change(),
-            }));
+            });
+            // Inside an atomic batch: held back until it is known to stand.
+            let unheld = HELD.with(|h| match h.borrow_mut().as_mut() {
+                Some(held) => {
+                    held.push((tx.clone(), published));
+                    None
+                }
+                None => Some(published),
+            });
+            if let Some(published) = unheld {
+                // No receiver left (a watch ending right now): nothing to do.
+                let _ = tx.send(published);
+            }
         }
+    }
+
+    /// Puts the feed back as it was at `seq`, before an atomic batch whose
+    /// changes were held back and then dropped; a delete in that batch is
+    /// undone too. Call it with the object locked.
+    pub(crate) fn rewind(&self, seq: u64) {
+        self.seq.store(seq, Ordering::Relaxed);
+        self.closed.store(false, Ordering::Relaxed);
     }
 
     /// Marks the object deleted and tells its watchers. Call it with the
@@ -167,6 +187,48 @@ impl Feed {
     #[cfg(test)]
     pub(crate) fn watchers(&self) -> usize {
         self.watchers.load(Ordering::Relaxed)
+    }
+}
+
+type HeldEvent = (broadcast::Sender<Arc<Published>>, Arc<Published>);
+
+thread_local! {
+    /// Changes held back on this thread while an atomic batch runs.
+    static HELD: RefCell<Option<Vec<HeldEvent>>> = const { RefCell::new(None) };
+}
+
+/// Holds back the changes published on this thread until [`Held::release`]
+/// (the batch succeeded: watchers get them all, in order) or
+/// [`Held::discard`] (it was undone: watchers never see them). An atomic
+/// batch runs synchronously on one thread under the store's exclusive gate,
+/// so no other change can come between.
+pub(crate) struct Held(());
+
+impl Held {
+    pub fn start() -> Held {
+        HELD.with(|h| *h.borrow_mut() = Some(Vec::new()));
+        Held(())
+    }
+
+    pub fn release(self) {
+        for (tx, published) in Self::take() {
+            let _ = tx.send(published);
+        }
+    }
+
+    pub fn discard(self) {
+        drop(Self::take());
+    }
+
+    fn take() -> Vec<HeldEvent> {
+        HELD.with(|h| h.borrow_mut().take()).unwrap_or_default()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Released or discarded already, or unwinding: stop holding.
+        HELD.with(|h| *h.borrow_mut() = None);
     }
 }
 

@@ -257,19 +257,30 @@ impl Store {
                 wal::SegmentReader::open(&path).map_err(|e| PersistError::io(&path, e))?;
             while let Some(record) = read.next_record() {
                 next_seq = next_seq.max(record.seq + 1);
-                let Some(op) = record.op else { continue };
-                if skip_before.get(&op.name).is_some_and(|s| record.seq < *s) {
-                    continue;
-                }
-                let caller = Caller::new(&record.client_id, &record.task_id);
-                // Replayed operations succeeded when they were logged; one
-                // that fails now (an object deleted meanwhile) changes
-                // nothing, as it would then.
-                if let Err(e) = store
-                    .apply_with(&caller, op, &super::journal::Recorder::none())
-                    .await
-                {
-                    tracing::debug!(seq = record.seq, error = %e, "replayed record had no effect");
+                // An atomic batch is one record holding its operations.
+                let seq = record.seq;
+                let parts = match record.op {
+                    Some(op) => vec![(record.client_id, record.task_id, op)],
+                    None => record
+                        .batch
+                        .into_iter()
+                        .filter_map(|r| Some((r.client_id, r.task_id, r.op?)))
+                        .collect(),
+                };
+                for (client_id, task_id, op) in parts {
+                    if skip_before.get(&op.name).is_some_and(|s| seq < *s) {
+                        continue;
+                    }
+                    let caller = Caller::new(&client_id, &task_id);
+                    // Replayed operations succeeded when they were logged;
+                    // one that fails now (an object deleted meanwhile)
+                    // changes nothing, as it would then.
+                    if let Err(e) = store
+                        .apply_with(&caller, op, &super::journal::Recorder::none())
+                        .await
+                    {
+                        tracing::debug!(seq, error = %e, "replayed record had no effect");
+                    }
                 }
                 recovered.replayed += 1;
             }
@@ -304,6 +315,7 @@ impl Store {
             limits,
             objects: store.objects,
             durable: Some(durable),
+            gate: Default::default(),
         });
         Ok((store, recovered))
     }

@@ -1,0 +1,170 @@
+//! [`Batch`]: several operations in one call, optionally atomic.
+
+use procshare_proto::{self as pb, op::Kind as Op};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::proxy::{DictProxy, ListProxy, ValueProxy};
+use crate::value::to_wire;
+
+/// Operations collected to be sent in one `Batch` call; made by
+/// [`Manager::batch`](crate::Manager::batch).
+///
+/// The typed helpers take the proxy of the object they act on; [`op`]
+/// takes any raw wire operation. [`run`](Self::run) returns one raw
+/// [`OpResult`](pb::OpResult) (or error) per operation, in order (decode
+/// values with [`crate::value::from_wire`]).
+///
+/// Without [`atomic`](Self::atomic), each operation applies on its own, in
+/// order, as if called one after the other (but in one round trip). With
+/// it, they apply as one unit: either all of them, with no other client
+/// seeing a state in between, or, if one fails, none (every result is then
+/// an error: the failing operation's own, and "not applied" for the rest).
+/// An atomic batch takes only operations that do not wait, and changes only
+/// to dicts, lists, values, namespaces and arrays (opening, deleting and
+/// reading anything is fine); otherwise the whole batch is refused with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+///
+/// ```no_run
+/// # async fn demo(m: procshare::Manager) -> procshare::Result<()> {
+/// use procshare::wire::{op::Kind as Op, ListLen};
+/// let stock = m.dict::<String, i64>("stock").await?;
+/// let log = m.list::<String>("log").await?;
+/// let results = m
+///     .batch()
+///     .dict_insert(&stock, &"apples".into(), &10)?
+///     .list_push(&log, &"restocked apples".into())?
+///     .op("log", Op::ListLen(ListLen {}))
+///     .atomic()
+///     .run()
+///     .await?;
+/// assert_eq!(results.len(), 3);
+/// # Ok(()) }
+/// ```
+///
+/// [`op`]: Self::op
+#[must_use = "a batch does nothing until run"]
+pub struct Batch {
+    conn: Connection,
+    ops: Vec<(String, String, Op)>,
+    atomic: bool,
+}
+
+impl Batch {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Batch {
+            conn,
+            ops: Vec::new(),
+            atomic: false,
+        }
+    }
+
+    /// Adds a raw operation on the object called `name`.
+    pub fn op(mut self, name: &str, op: Op) -> Self {
+        self.ops.push((name.to_owned(), String::new(), op));
+        self
+    }
+
+    /// Applies the operations as one unit (all or none).
+    pub fn atomic(mut self) -> Self {
+        self.atomic = true;
+        self
+    }
+
+    /// How many operations the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// `dict[key] = value` (result: the replaced value, a `maybe`).
+    pub fn dict_insert<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        self,
+        dict: &DictProxy<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<Self> {
+        let op = Op::DictSet(pb::DictSet {
+            key: Some(to_wire(key)?),
+            value: Some(to_wire(value)?),
+        });
+        Ok(self.op(dict.name(), op))
+    }
+
+    /// Removes `key` (result: the removed value, a `maybe`).
+    pub fn dict_remove<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        self,
+        dict: &DictProxy<K, V>,
+        key: &K,
+    ) -> Result<Self> {
+        let op = Op::DictRemove(pb::DictRemove {
+            key: Some(to_wire(key)?),
+        });
+        Ok(self.op(dict.name(), op))
+    }
+
+    /// Adds `delta` to `dict[key]` (result: the `pair` before, after).
+    pub fn dict_fetch_add<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        self,
+        dict: &DictProxy<K, V>,
+        key: &K,
+        delta: &V,
+    ) -> Result<Self> {
+        let op = Op::DictFetchAdd(pb::DictFetchAdd {
+            key: Some(to_wire(key)?),
+            delta: Some(to_wire(delta)?),
+        });
+        Ok(self.op(dict.name(), op))
+    }
+
+    /// Reads `dict[key]` (result: a `maybe`).
+    pub fn dict_get<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        self,
+        dict: &DictProxy<K, V>,
+        key: &K,
+    ) -> Result<Self> {
+        let op = Op::DictGet(pb::DictGet {
+            key: Some(to_wire(key)?),
+        });
+        Ok(self.op(dict.name(), op))
+    }
+
+    /// Appends `item` to the list.
+    pub fn list_push<T: Serialize + DeserializeOwned>(
+        self,
+        list: &ListProxy<T>,
+        item: &T,
+    ) -> Result<Self> {
+        let op = Op::ListPush(pb::ListPush {
+            value: Some(to_wire(item)?),
+        });
+        Ok(self.op(list.name(), op))
+    }
+
+    /// Stores `value` in the value object.
+    pub fn value_set<T: Serialize + DeserializeOwned>(
+        self,
+        cell: &ValueProxy<T>,
+        value: &T,
+    ) -> Result<Self> {
+        let op = Op::ValueSet(pb::ValueSet {
+            value: Some(to_wire(value)?),
+        });
+        Ok(self.op(cell.name(), op))
+    }
+
+    /// Sends the batch: one result per operation, in order. The call itself
+    /// fails (nothing applied) on a refused atomic batch, a lost connection
+    /// or a timeout.
+    pub async fn run(self) -> Result<Vec<Result<pb::OpResult>>> {
+        if self.ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn.batch(self.ops, self.atomic).await
+    }
+}

@@ -1,0 +1,257 @@
+//! Batches, plain and atomic, against the real `procshared`.
+
+mod common;
+
+use common::{Server, DEADLINE};
+use procshare::wire::{self as pb, op::Kind as Op, op_result::Kind as R};
+use procshare::{Error, Manager};
+
+fn open_queue() -> Op {
+    Op::Open(pb::Open {
+        kind: pb::Kind::Queue as i32,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn an_atomic_batch_with_a_failing_operation_changes_nothing() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, i64>("d").await.unwrap();
+    let log = m.list::<String>("log").await.unwrap();
+    d.insert("a".into(), 1).await.unwrap();
+
+    let results = m
+        .batch()
+        .dict_insert(&d, &"a".into(), &2)
+        .unwrap()
+        .list_push(&log, &"changed a".into())
+        .unwrap()
+        .op("fresh", open_queue())
+        // Fails in the middle: there is no list called "missing".
+        .op("missing", Op::ListLen(pb::ListLen {}))
+        .dict_insert(&d, &"b".into(), &3)
+        .unwrap()
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    let Err(Error::NotFound(own)) = &results[3] else {
+        panic!("{:?}", results[3])
+    };
+    assert!(own.contains("missing"), "{own}");
+    let Err(Error::NotFound(other)) = &results[0] else {
+        panic!("{:?}", results[0])
+    };
+    assert!(other.contains("not applied"), "{other}");
+
+    assert_eq!(d.get(&"a".into()).await.unwrap(), Some(1));
+    assert_eq!(d.get(&"b".into()).await.unwrap(), None);
+    assert_eq!(log.len().await.unwrap(), 0);
+    let names: Vec<_> = m
+        .list_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["d", "log"], "the queue opened by the batch is gone");
+
+    // The same batch without the failing operation applies whole.
+    let results = m
+        .batch()
+        .dict_insert(&d, &"a".into(), &2)
+        .unwrap()
+        .list_push(&log, &"changed a".into())
+        .unwrap()
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(d.get(&"a".into()).await.unwrap(), Some(2));
+    assert_eq!(log.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_plain_batch_applies_each_operation_on_its_own() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, i64>("d").await.unwrap();
+    let results = m
+        .batch()
+        .dict_insert(&d, &"a".into(), &1)
+        .unwrap()
+        .op("missing", Op::ListLen(pb::ListLen {}))
+        .dict_fetch_add(&d, &"a".into(), &5)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(Error::NotFound(_))));
+    let Ok(pb::OpResult {
+        kind: Some(R::Pair(p)),
+    }) = &results[2]
+    else {
+        panic!("{:?}", results[2])
+    };
+    let after: i64 = procshare::value::from_wire(p.second.clone().unwrap()).unwrap();
+    assert_eq!(after, 6);
+    assert_eq!(d.get(&"a".into()).await.unwrap(), Some(6));
+}
+
+#[tokio::test]
+async fn waits_and_queue_changes_are_refused_in_an_atomic_batch() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, i64>("d").await.unwrap();
+    m.queue::<i64>("q", 0).await.unwrap();
+    for op in [
+        Op::QueueGet(pb::QueueGet {
+            blocking: true,
+            timeout_secs: Some(1.0),
+        }),
+        Op::QueuePut(pb::QueuePut {
+            value: Some(procshare::value::to_wire(&1).unwrap()),
+            blocking: false,
+            timeout_secs: None,
+        }),
+    ] {
+        let err = m
+            .batch()
+            .dict_insert(&d, &"a".into(), &1)
+            .unwrap()
+            .op("q", op)
+            .atomic()
+            .run()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(d.is_empty().await.unwrap(), "nothing applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_reader_never_sees_half_a_batch() {
+    let s = Server::start();
+    let url = s.url();
+    let writer = Manager::connect(&url).await.unwrap();
+    let reader = Manager::connect(&url).await.unwrap();
+    let a = writer.dict::<String, i64>("a").await.unwrap();
+    let b = writer.dict::<String, i64>("b").await.unwrap();
+    let total = 1000;
+    a.insert("n".into(), total).await.unwrap();
+    b.insert("n".into(), 0).await.unwrap();
+    // Moves one unit at a time from a to b, and from key x to key y of b.
+    let moves = 300;
+    let w = tokio::spawn(async move {
+        for _ in 0..moves {
+            let r = writer
+                .batch()
+                .dict_fetch_add(&a, &"n".into(), &-1)
+                .unwrap()
+                .dict_fetch_add(&b, &"x".into(), &-1)
+                .unwrap()
+                .dict_fetch_add(&b, &"y".into(), &1)
+                .unwrap()
+                .dict_fetch_add(&b, &"n".into(), &1)
+                .unwrap()
+                .atomic()
+                .run()
+                .await
+                .unwrap();
+            assert!(r.iter().all(|r| r.is_ok()));
+        }
+    });
+    let ra = reader.dict::<String, i64>("a").await.unwrap();
+    let rb = reader.dict::<String, i64>("b").await.unwrap();
+    let mut reads = 0;
+    let end = std::time::Instant::now() + DEADLINE;
+    while !w.is_finished() || reads == 0 {
+        // One object in one operation: x + y stays 0.
+        let items: Vec<(String, i64)> = rb.items().await.unwrap();
+        let get = |k: &str| items.iter().find(|(key, _)| key == k).map_or(0, |e| e.1);
+        assert_eq!(get("x") + get("y"), 0, "{items:?}");
+        // Two objects read in one atomic batch: a + b stays the total.
+        let r = reader
+            .batch()
+            .dict_get(&ra, &"n".into())
+            .unwrap()
+            .dict_get(&rb, &"n".into())
+            .unwrap()
+            .atomic()
+            .run()
+            .await
+            .unwrap();
+        let n: Vec<i64> = r
+            .into_iter()
+            .map(|r| match r.unwrap().kind {
+                Some(R::Maybe(m)) => procshare::value::from_wire(m.value.unwrap()).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(n[0] + n[1], total, "{n:?}");
+        reads += 1;
+        assert!(std::time::Instant::now() < end, "the writer never finished");
+    }
+    w.await.unwrap();
+    assert_eq!(ra.get(&"n".into()).await.unwrap(), Some(total - moves));
+}
+
+#[test]
+fn atomic_batches_are_replayed_whole_after_a_kill() {
+    let dir = std::env::temp_dir().join(format!("procshare-atomic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = ["--data-dir", dir.to_str().unwrap(), "--fsync", "always"];
+    let s = Server::start_with(&args);
+    let addr = s.addr.clone();
+    {
+        let m = procshare::blocking::Manager::connect(&s.url()).unwrap();
+        let d = m.dict::<String, i64>("d").unwrap();
+        let l = m.list::<i64>("l").unwrap();
+        for i in 0..10 {
+            let r = m
+                .batch()
+                .dict_fetch_add(&d, &"n".into(), &1)
+                .unwrap()
+                .list_push(&l, &i)
+                .unwrap()
+                .op("created", open_queue())
+                .atomic()
+                .run()
+                .unwrap();
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        }
+        // A failed atomic batch leaves nothing in the log either.
+        let r = m
+            .batch()
+            .dict_fetch_add(&d, &"n".into(), &100)
+            .unwrap()
+            .list_push(&l, &100)
+            .unwrap()
+            .op("nope", Op::ListLen(pb::ListLen {}))
+            .atomic()
+            .run()
+            .unwrap();
+        assert!(r.iter().all(|r| r.is_err()));
+    }
+    drop(s); // SIGKILL
+    let s = Server::start_on(&addr, &args);
+    let m = procshare::blocking::Manager::connect(&s.url()).unwrap();
+    let d = m.dict::<String, i64>("d").unwrap();
+    let l = m.list::<i64>("l").unwrap();
+    assert_eq!(d.get(&"n".into()).unwrap(), Some(10));
+    assert_eq!(l.snapshot().unwrap(), (0..10).collect::<Vec<_>>());
+    let names: Vec<_> = m
+        .list_objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["created", "d", "l"]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,146 @@
+//! The session stream: many calls in flight over one connection, against
+//! the real `procshared`.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{signal, spawn_cli_child, wait_for_waiters, Server, DEADLINE};
+use procshare::{Error, Manager};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_over_one_stream_each_get_their_own_answer() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, i64>("counts").await.unwrap();
+    let (tasks, per_task) = (64, 200);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let d = d.clone();
+        handles.push(tokio::spawn(async move {
+            let own = format!("task-{t}");
+            let mut shared_seen = Vec::with_capacity(per_task);
+            for i in 0..per_task as i64 {
+                // A key only this task touches: its answers must be exactly
+                // its own sequence, in order.
+                assert_eq!(d.add(&own, 1).await.unwrap(), (i, i + 1));
+                shared_seen.push(d.add(&"shared".to_owned(), 1).await.unwrap().0);
+            }
+            shared_seen
+        }));
+    }
+    let mut seen = HashSet::new();
+    for h in handles {
+        for prev in h.await.unwrap() {
+            assert!(seen.insert(prev), "two calls got the same answer {prev}");
+        }
+    }
+    let total = (tasks * per_task) as i64;
+    assert_eq!(seen, (0..total).collect::<HashSet<_>>());
+    assert_eq!(d.get(&"shared".to_owned()).await.unwrap(), Some(total));
+}
+
+#[tokio::test]
+async fn a_blocked_call_does_not_hold_up_the_others_on_the_stream() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let q = m.queue::<i64>("q", 0).await.unwrap();
+    let getter = tokio::spawn({
+        let q = q.clone();
+        async move { q.get().await }
+    });
+    wait_for_waiters(&m, "q", 1).await;
+    // The same manager, so the same stream, while the get waits.
+    let v = m.value::<i64>("v", &0).await.unwrap();
+    for _ in 0..100 {
+        v.fetch_add(1).await.unwrap();
+    }
+    assert_eq!(v.get().await.unwrap(), 100);
+    assert!(!getter.is_finished());
+    q.put(7).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, getter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn a_call_given_up_by_its_caller_is_cancelled_on_the_server_and_takes_nothing() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let q = m.queue::<i64>("q", 0).await.unwrap();
+    let given_up = tokio::spawn({
+        let q = q.clone();
+        async move { q.get().await }
+    });
+    wait_for_waiters(&m, "q", 1).await;
+    given_up.abort();
+    // The stream tells the server; its waiter goes.
+    wait_for_waiters(&m, "q", 0).await;
+    q.put(1).await.unwrap();
+    let other = Manager::connect(&s.url()).await.unwrap();
+    let q2 = other.queue::<i64>("q", 0).await.unwrap();
+    assert_eq!(q2.get_timeout(DEADLINE).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_killed_client_process_waiting_on_its_stream_takes_nothing() {
+    let s = Server::start();
+    let url = s.url();
+    let m = Manager::connect(&url).await.unwrap();
+    let q = m.queue::<i64>("jobs", 0).await.unwrap();
+    let child = spawn_cli_child(&url, &["queue", "get", "jobs"]);
+    wait_for_waiters(&m, "jobs", 1).await;
+    signal(child.id(), "KILL");
+    let mut child = child;
+    let _ = child.wait();
+    // The connection closes with the process: its waiter is cancelled
+    // (long before the session's lease would run out).
+    wait_for_waiters(&m, "jobs", 0).await;
+    q.put(42).await.unwrap();
+    let other = Manager::connect(&url).await.unwrap();
+    let q2 = other.queue::<i64>("jobs", 0).await.unwrap();
+    assert_eq!(q2.get_timeout(DEADLINE).await.unwrap(), 42);
+}
+
+#[tokio::test]
+async fn unary_calls_still_work_and_agree_with_the_stream() {
+    let s = Server::start();
+    let unary = Manager::builder()
+        .url(s.url())
+        .unary(true)
+        .connect()
+        .await
+        .unwrap();
+    let streamed = Manager::connect(&s.url()).await.unwrap();
+    let a = unary.dict::<String, i64>("d").await.unwrap();
+    let b = streamed.dict::<String, i64>("d").await.unwrap();
+    a.insert("k".into(), 1).await.unwrap();
+    assert_eq!(b.add(&"k".into(), 2).await.unwrap(), (1, 3));
+    assert_eq!(a.get(&"k".into()).await.unwrap(), Some(3));
+    let err = a.pop(&"missing".into()).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    let err = b.pop(&"missing".into()).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_restart_breaks_the_stream_and_calls_go_on_over_a_new_one() {
+    let s = Server::start();
+    let addr = s.addr.clone();
+    let url = s.url();
+    let m = Manager::builder()
+        .url(&url)
+        .call_timeout(DEADLINE)
+        .connect()
+        .await
+        .unwrap();
+    let v = m.value::<i64>("v", &0).await.unwrap();
+    v.set(&5).await.unwrap();
+    assert!(s.terminate());
+    // A new daemon on the same port (state is in memory: it starts empty).
+    let _s2 = Server::start_on(&addr, &[]);
+    let v = m.value::<i64>("v", &1).await.unwrap();
+    assert_eq!(v.get().await.unwrap(), 1);
+}

@@ -1,0 +1,498 @@
+//! Atomic batches: several operations applied as one unit, or not at all.
+//!
+//! Isolation comes from the store-wide [`Gate`]: every ordinary application
+//! attempt holds it shared for as long as it runs synchronously (one poll of
+//! its future, never across a wait: a waiting call's later attempts take it
+//! again), and a batch holds it exclusively from its first operation to the
+//! logging of its record. No one sees a state between two of its operations.
+//!
+//! All-or-nothing comes from undo: before the first change to an object the
+//! batch saves it; if an operation fails, every object touched is put back
+//! (or removed again, if the batch created it) and the buffered log records
+//! are dropped. Only operations whose effect can be put back that way are
+//! taken: none that waits, and changes only to data objects (dict, list,
+//! value, namespace, array); locks, semaphores, queues and the like take
+//! part by being opened, deleted or read. Saving copies the object, so a
+//! batch costs in proportion to the size of the objects it changes.
+//!
+//! With a data dir, the batch is one log record holding its operations, so
+//! a crash never leaves half of it in the log.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use procshare_proto::{self as pb, op::Kind as Op, OpResult};
+
+use super::journal::{Recorder, Sink};
+use super::restore::save_one;
+use super::watch::{Held, Watched};
+use super::{is_read_only, may_wait, Caller, Family, Object, Result, Store, StoreError, Stored};
+
+/// Shared by ordinary attempts, exclusive for an atomic batch.
+#[derive(Default)]
+pub(crate) struct Gate(RwLock<()>);
+
+impl Gate {
+    /// Held shared while something must not see half a batch.
+    pub fn read(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read()
+    }
+
+    /// Runs `f`, holding the gate shared during each of its polls (not in
+    /// between: a wait must not keep a batch out).
+    pub async fn around<F: Future>(&self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            let _shared = self.0.read();
+            f.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// Collects a batch's log records until it is known to succeed.
+#[derive(Default)]
+struct Buffer(Mutex<Vec<Vec<u8>>>);
+
+impl Sink for Buffer {
+    fn append(&self, body: &[u8]) -> u64 {
+        let mut b = self.0.lock();
+        b.push(body.to_vec());
+        b.len() as u64
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.0.lock().len() as u64 + 1
+    }
+}
+
+/// An object as it was before the batch touched it.
+enum Before {
+    Absent,
+    /// The object, its contents if the batch changed them, and the seq of
+    /// its change feed.
+    Present(Arc<Stored>, Option<pb::ObjectState>, u64),
+}
+
+/// Why `op` cannot be in an atomic batch, if it cannot.
+fn refused(op: &Op) -> Option<&'static str> {
+    if may_wait(op) {
+        return Some("an operation that may wait");
+    }
+    match op {
+        Op::Snapshot(_) => Some("a snapshot"),
+        Op::Sessions(_) => Some("a list of sessions"),
+        _ if is_read_only(op) => None,
+        _ => match Family::of(op) {
+            Family::Manager
+            | Family::Dict
+            | Family::List
+            | Family::Value
+            | Family::Namespace
+            | Family::Array => None,
+            _ => Some("a change to a lock, semaphore, condition, event, barrier, queue or pipe"),
+        },
+    }
+}
+
+/// The error of an operation that was not applied because `failed` (the
+/// operation at `index`) failed: the same kind, saying so.
+fn not_applied(index: usize, failed: &StoreError) -> StoreError {
+    let why = format!("not applied: operation {index} of the atomic batch failed: {failed}");
+    match failed {
+        StoreError::NotFound(_) => StoreError::NotFound(why),
+        StoreError::WrongKind { .. } => failed.clone(),
+        StoreError::InvalidArgument(_) => StoreError::InvalidArgument(why),
+        StoreError::OutOfRange(_) => StoreError::OutOfRange(why),
+        StoreError::NotOwner(_) => StoreError::NotOwner(why),
+        StoreError::Timeout(_) => StoreError::Timeout(why),
+        StoreError::Empty(_) => StoreError::Empty(why),
+        StoreError::Full(_) => StoreError::Full(why),
+        StoreError::BrokenBarrier(_) => StoreError::BrokenBarrier(why),
+        StoreError::Unimplemented(_) => StoreError::Unimplemented(why),
+        StoreError::Unavailable(_) => StoreError::Unavailable(why),
+        StoreError::SessionExpired(_) => StoreError::SessionExpired(why),
+        StoreError::ResourceExhausted(_) => StoreError::ResourceExhausted(why),
+        StoreError::Internal(_) => StoreError::Internal(why),
+    }
+}
+
+/// A `LogRecord` holding `bodies` (each an encoded `LogRecord`) as its
+/// `batch` field, encoded without its seq.
+fn batch_record(bodies: &[Vec<u8>]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(bodies.iter().map(|b| b.len() + 6).sum());
+    for b in bodies {
+        encode_key(5, WireType::LengthDelimited, &mut out);
+        encode_varint(b.len() as u64, &mut out);
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+impl Store {
+    /// Applies `ops` in order as one unit. Returns each operation's outcome:
+    /// all `Ok`, or, if one failed, nothing applied and every outcome an
+    /// error (the failing one's own, "not applied" for the others). A batch
+    /// holding an operation it cannot take is refused whole
+    /// (`InvalidArgument`, nothing applied).
+    pub async fn apply_atomic(&self, ops: Vec<(Caller, pb::Op)>) -> Result<Vec<Result<OpResult>>> {
+        for (i, (_, op)) in ops.iter().enumerate() {
+            let kind = op
+                .kind
+                .as_ref()
+                .ok_or_else(|| StoreError::missing_field("op.kind"))?;
+            if let Some(what) = refused(kind) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "operation {i} of the atomic batch is {what}, which an atomic batch cannot \
+                     take; nothing was applied"
+                )));
+            }
+        }
+        let (outcomes, seq) = self.apply_atomic_now(ops);
+        if let (Some(seq), Some(durable)) = (seq, &self.durable) {
+            durable.wait_logged(seq).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// The batch proper, under the exclusive gate; returns the outcomes and
+    /// the seq of its log record, if it wrote one.
+    fn apply_atomic_now(&self, ops: Vec<(Caller, pb::Op)>) -> (Vec<Result<OpResult>>, Option<u64>) {
+        let _exclusive = self.gate.0.write();
+        // Watchers see the batch's changes once it stands, or never.
+        let held = Held::start();
+        let buffer = Buffer::default();
+        let mut before: HashMap<String, Before> = HashMap::new();
+        let mut results = Vec::with_capacity(ops.len());
+        let total = ops.len();
+        for (i, (caller, op)) in ops.into_iter().enumerate() {
+            self.remember(&mut before, &op);
+            let rec = match (&self.durable, &op.kind) {
+                (Some(_), Some(kind)) => Recorder::for_op(&buffer, &caller, &op.name, kind),
+                _ => Recorder::none(),
+            };
+            let outcome = {
+                let f = std::pin::pin!(self.apply_with(&caller, op, &rec));
+                match f.poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(r) => r,
+                    // Refused above; kept as a guard: a future that is
+                    // dropped unfinished took nothing.
+                    Poll::Pending => Err(StoreError::InvalidArgument(
+                        "an atomic batch cannot wait".into(),
+                    )),
+                }
+            };
+            match outcome {
+                Ok(r) => results.push(Ok(r)),
+                Err(e) => {
+                    held.discard();
+                    self.undo(before);
+                    let outcomes = (0..total)
+                        .map(|j| {
+                            Err(if j == i {
+                                e.clone()
+                            } else {
+                                not_applied(i, &e)
+                            })
+                        })
+                        .collect();
+                    return (outcomes, None);
+                }
+            }
+        }
+        held.release();
+        let bodies = std::mem::take(&mut *buffer.0.lock());
+        let seq = match (&self.durable, bodies.as_slice()) {
+            (None, _) | (_, []) => None,
+            (Some(d), [one]) => Some(d.append(one)),
+            (Some(d), many) => Some(d.append(&batch_record(many))),
+        };
+        (results, seq)
+    }
+
+    /// Notes what `op` is about to touch, as it is now, the first time.
+    fn remember(&self, before: &mut HashMap<String, Before>, op: &pb::Op) {
+        let Some(kind) = &op.kind else { return };
+        let mut names = vec![op.name.as_str()];
+        if let Op::Open(o) = kind {
+            // A condition's open may create its lock.
+            names.push(o.lock.as_str());
+        }
+        for name in names.into_iter().filter(|n| !n.is_empty()) {
+            let current = self.objects.get(name).map(|e| e.value().clone());
+            let entry = before
+                .entry(name.to_owned())
+                .or_insert_with(|| match &current {
+                    None => Before::Absent,
+                    Some(o) => Before::Present(o.clone(), None, o.feed().seq()),
+                });
+            // Contents are saved before the first change to the original
+            // object (not to one the batch made in its place).
+            let changes = !is_read_only(kind) && Family::of(kind) != Family::Manager;
+            if let (true, Before::Present(orig, saved @ None, _), Some(cur)) =
+                (changes, entry, &current)
+            {
+                if Arc::ptr_eq(orig, cur) && keeps_contents(&orig.object) {
+                    *saved = Some(save_one(name.to_owned(), orig, &|| 0));
+                }
+            }
+        }
+    }
+
+    /// Puts every touched object back as it was.
+    fn undo(&self, before: HashMap<String, Before>) {
+        for (name, was) in before {
+            let Before::Present(orig, saved, seq) = was else {
+                self.objects.remove(&name);
+                continue;
+            };
+            if orig.watchable() {
+                // Its watchers saw nothing of the batch (held back): its feed
+                // goes back to where they are.
+                orig.locked(&mut |feed, _| feed.rewind(seq));
+            }
+            let Some(state) = saved else {
+                self.objects.insert(name, orig);
+                continue;
+            };
+            match self.restore_one(state) {
+                Ok(stored) => match put_back(&orig.object, stored.object) {
+                    // Same object, old contents: watchers stay attached.
+                    None => {
+                        self.objects.insert(name, orig);
+                    }
+                    Some(object) => {
+                        let open = stored.open;
+                        self.objects.insert(name, Arc::new(Stored { open, object }));
+                    }
+                },
+                Err(e) => {
+                    // Cannot happen (the state was saved from a live
+                    // object); the original object is the best left.
+                    tracing::error!(name, error = %e, "atomic batch: cannot restore");
+                    self.objects.insert(name, orig);
+                }
+            }
+        }
+    }
+}
+
+/// Puts `saved`'s contents into `orig` in place where `orig` has a change
+/// feed (so its watches go on); otherwise gives `saved` back, to replace it.
+fn put_back(orig: &Object, saved: Object) -> Option<Object> {
+    match (orig, saved) {
+        (Object::Dict(o), Object::Dict(s)) => o.put_back(s),
+        (Object::List(o), Object::List(s)) => o.put_back(s),
+        (Object::Value(o), Object::Value(s)) => o.put_back(s),
+        (_, saved) => return Some(saved),
+    }
+    None
+}
+
+/// Objects whose contents a batch may change (and so saves first).
+fn keeps_contents(o: &Object) -> bool {
+    matches!(
+        o,
+        Object::Dict(_)
+            | Object::List(_)
+            | Object::Value(_)
+            | Object::Namespace(_)
+            | Object::Array(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{as_maybe, as_pair, s};
+    use super::super::val::Val;
+    use super::*;
+    use procshare_proto::Kind;
+
+    fn op(name: &str, kind: Op) -> (Caller, pb::Op) {
+        (
+            Caller::new("t", ""),
+            pb::Op {
+                name: name.into(),
+                kind: Some(kind),
+            },
+        )
+    }
+
+    fn open(kind: Kind) -> Op {
+        Op::Open(pb::Open {
+            kind: kind as i32,
+            ..Default::default()
+        })
+    }
+
+    fn set(k: &str, v: i64) -> Op {
+        Op::DictSet(pb::DictSet {
+            key: Some(s(k).to_wire()),
+            value: Some(Val::Int(v).to_wire()),
+        })
+    }
+
+    fn get(k: &str) -> Op {
+        Op::DictGet(pb::DictGet {
+            key: Some(s(k).to_wire()),
+        })
+    }
+
+    async fn value_of(store: &Store, name: &str, k: &str) -> Option<Val> {
+        as_maybe(
+            store
+                .apply(&Caller::new("t", ""), op(name, get(k)).1)
+                .await
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn all_apply_in_order() {
+        let store = Store::new();
+        let out = store
+            .apply_atomic(vec![
+                op("d", open(Kind::Dict)),
+                op("d", set("a", 1)),
+                op(
+                    "d",
+                    Op::DictFetchAdd(pb::DictFetchAdd {
+                        key: Some(s("a").to_wire()),
+                        delta: Some(Val::Int(2).to_wire()),
+                    }),
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        let r = out.into_iter().nth(2).unwrap().unwrap();
+        assert_eq!(as_pair(r), (Val::Int(1), Val::Int(3)));
+        assert_eq!(value_of(&store, "d", "a").await, Some(Val::Int(3)));
+    }
+
+    #[tokio::test]
+    async fn a_failure_in_the_middle_undoes_everything() {
+        let store = Store::new();
+        store
+            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .await
+            .unwrap();
+        store
+            .apply_atomic(vec![op("q", open(Kind::Queue))])
+            .await
+            .unwrap();
+        let out = store
+            .apply_atomic(vec![
+                op("d", set("a", 2)),
+                op("d", Op::DictClear(pb::DictClear {})),
+                op("new", open(Kind::List)),
+                op("q", Op::Delete(pb::Delete {})),
+                op("d", set("b", 3)),
+                // Fails: there is no list called "missing".
+                op("missing", Op::ListLen(pb::ListLen {})),
+                op("d", set("c", 4)),
+            ])
+            .await
+            .unwrap();
+        assert!(out.iter().all(Result::is_err));
+        assert!(matches!(out[5], Err(StoreError::NotFound(ref m)) if !m.contains("not applied")));
+        assert!(matches!(out[0], Err(StoreError::NotFound(ref m)) if m.contains("operation 5")));
+        assert_eq!(value_of(&store, "d", "a").await, Some(Val::Int(1)));
+        assert_eq!(value_of(&store, "d", "b").await, None);
+        assert_eq!(store.len(), 2, "new list removed, deleted queue back");
+        assert!(store.get("q").is_ok());
+    }
+
+    #[tokio::test]
+    async fn waits_and_queue_changes_are_refused_whole() {
+        let store = Store::new();
+        store
+            .apply_atomic(vec![op("q", open(Kind::Queue))])
+            .await
+            .unwrap();
+        for bad in [
+            Op::QueueGet(pb::QueueGet {
+                blocking: true,
+                timeout_secs: None,
+            }),
+            Op::QueuePut(pb::QueuePut {
+                value: Some(Val::Int(1).to_wire()),
+                blocking: false,
+                timeout_secs: None,
+            }),
+        ] {
+            let err = store
+                .apply_atomic(vec![op("d", open(Kind::Dict)), op("q", bad)])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
+            assert!(store.get("d").is_err(), "nothing applied");
+        }
+    }
+
+    /// The next event of `w`, if one is ready now.
+    fn ready(w: &mut super::super::watch::Watcher) -> Option<super::super::watch::Event> {
+        let f = std::pin::pin!(w.next());
+        match f.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(e) => e,
+            Poll::Pending => None,
+        }
+    }
+
+    fn key_set(e: Option<super::super::watch::Event>) -> (u64, Val, Val) {
+        use super::super::watch::{Change, Event};
+        match e {
+            Some(Event::Change(p)) => match &p.change {
+                Change::KeySet { key, value } => (p.seq, key.clone(), value.clone()),
+                other => panic!("not a key set: {other:?}"),
+            },
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn watchers_see_a_whole_batch_or_nothing_of_it() {
+        let store = Store::new();
+        store
+            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .await
+            .unwrap();
+        let mut w = store.watch("d", false).unwrap();
+        assert!(matches!(
+            ready(&mut w),
+            Some(super::super::watch::Event::Started { seq: 1 })
+        ));
+        // Undone: the watcher sees none of it, and stays attached.
+        let out = store
+            .apply_atomic(vec![
+                op("d", set("a", 2)),
+                op("d", Op::Delete(pb::Delete {})),
+                op("missing", Op::ListLen(pb::ListLen {})),
+            ])
+            .await
+            .unwrap();
+        assert!(out.iter().all(Result::is_err));
+        assert!(ready(&mut w).is_none(), "an undone batch published nothing");
+        // Applied: all of it, in order, numbered on from before the undo.
+        store
+            .apply_atomic(vec![op("d", set("b", 2)), op("d", set("c", 3))])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+            .unwrap();
+        assert_eq!(key_set(ready(&mut w)), (2, s("b"), Val::Int(2)));
+        assert_eq!(key_set(ready(&mut w)), (3, s("c"), Val::Int(3)));
+        // An ordinary change after it reaches the same watcher.
+        store
+            .apply(&Caller::new("t", ""), op("d", set("e", 5)).1)
+            .await
+            .unwrap();
+        assert_eq!(key_set(ready(&mut w)), (4, s("e"), Val::Int(5)));
+        assert_eq!(value_of(&store, "d", "a").await, Some(Val::Int(1)));
+    }
+}
