@@ -9,6 +9,10 @@ use super::{wait_for, Handle};
 use crate::error::{Error, Result};
 use crate::value::{from_wire, to_wire};
 
+/// Items queued per round trip by [`PoolProxy::map`] and
+/// [`PoolProxy::imap_unordered`].
+const SUBMIT_BATCH: usize = 256;
+
 /// How many unfinished tasks one wait of [`Unordered::next`] names: the
 /// server scans them on every completion, so the window stays small; tasks
 /// are claimed in order, so the oldest are the likeliest to finish first.
@@ -189,8 +193,28 @@ impl PoolProxy {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Unordered<T>> {
         let mut pending = VecDeque::new();
-        for (index, item) in items.into_iter().enumerate() {
-            pending.push_back((self.submit(handler, &item).await?, index));
+        let mut items = items.into_iter().enumerate().peekable();
+        // Queued in batches: one round trip per SUBMIT_BATCH items.
+        while items.peek().is_some() {
+            let mut batch = crate::Batch::new(self.handle.conn.clone());
+            let mut indexes = Vec::with_capacity(SUBMIT_BATCH);
+            for (index, item) in items.by_ref().take(SUBMIT_BATCH) {
+                let op = Op::PoolSubmit(pb::PoolSubmit {
+                    handler: handler.to_owned(),
+                    arg: Some(to_wire(&item)?),
+                });
+                batch = batch.op(self.name(), op);
+                indexes.push(index);
+            }
+            for (index, outcome) in indexes.into_iter().zip(batch.run().await?) {
+                match outcome?.kind {
+                    Some(R::Count(id)) => pending.push_back((id, index)),
+                    other => {
+                        let other = other.ok_or_else(|| Error::Protocol("no result".into()))?;
+                        return Err(super::unexpected("a task id", &other));
+                    }
+                }
+            }
         }
         Ok(Unordered {
             pool: self.clone(),
