@@ -100,8 +100,7 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     let tcp = match settings.listen {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
+            procshare_server::service::listen_tcp(addr)
                 .with_context(|| format!("cannot listen on {addr}"))?,
         ),
         None => None,

@@ -141,6 +141,25 @@ fn routes(
     routes
 }
 
+/// Connections waiting to be accepted before the kernel drops new ones (it
+/// caps this at `net.core.somaxconn`). Tokio's `bind` asks for 1,024: ten
+/// thousand clients connecting at once overflowed it and were reset.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with a backlog fit for thousands of clients arriving
+/// at once.
+pub fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind`: a restarted daemon can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The connections `listener` accepts, with Nagle's algorithm off. Tonic's
 /// `tcp_nodelay` only reaches sockets it accepts itself: without this, a
 /// small reply written after a larger one waits for the peer's delayed ACK
@@ -265,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = super::listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut incoming = std::pin::pin!(super::accept_tcp(listener));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
