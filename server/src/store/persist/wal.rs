@@ -8,6 +8,7 @@
 //! thread writes the buffer out, fsyncs as the policy says, and publishes
 //! how far the log is safe, which is what replies wait for.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use procshare_proto as pb;
 use prost::Message;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::{FsyncPolicy, PersistError};
 
@@ -27,10 +28,30 @@ const FRAME_HEADER: usize = 8;
 pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 
 /// How far the log is safe (per the fsync policy), or why it stopped.
-#[derive(Clone, Debug)]
-pub struct Progress {
-    pub logged: u64,
-    pub failed: Option<Arc<str>>,
+/// How far the writer got, and the calls waiting for it, by the seq they
+/// wait for. Each is woken once, when its own record is safe: a watch
+/// channel woke every waiting call at every write, which under 64 clients
+/// cost more than the writes themselves.
+struct Progress {
+    logged: u64,
+    failed: Option<Arc<str>>,
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
+impl Progress {
+    /// Wakes the calls whose records are now safe, or all of them on failure.
+    fn wake(&mut self) {
+        let still = match self.failed {
+            Some(_) => BTreeMap::new(),
+            None => self.waiting.split_off(&(self.logged + 1)),
+        };
+        for tx in std::mem::replace(&mut self.waiting, still)
+            .into_values()
+            .flatten()
+        {
+            let _ = tx.send(());
+        }
+    }
 }
 
 struct Pending {
@@ -46,7 +67,7 @@ pub struct Wal {
     pending: Mutex<Pending>,
     wake: Condvar,
     next_seq: AtomicU64,
-    progress: watch::Sender<Progress>,
+    progress: Mutex<Progress>,
     /// Bytes in the log files now.
     size: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -178,11 +199,11 @@ impl Wal {
             }),
             wake: Condvar::new(),
             next_seq: AtomicU64::new(next_seq),
-            progress: watch::channel(Progress {
+            progress: Mutex::new(Progress {
                 logged: next_seq.saturating_sub(1),
                 failed: None,
-            })
-            .0,
+                waiting: BTreeMap::new(),
+            }),
             size: AtomicU64::new(size),
             writer: Mutex::new(None),
         });
@@ -226,14 +247,26 @@ impl Wal {
 
     /// Waits until record `seq` is safe per the policy.
     pub async fn wait_logged(&self, seq: u64) -> Result<(), Arc<str>> {
-        let mut rx = self.progress.subscribe();
-        let p = rx
-            .wait_for(|p| p.logged >= seq || p.failed.is_some())
-            .await
-            .map_err(|_| Arc::<str>::from("the log writer stopped"))?;
+        let rx = {
+            let mut p = self.progress.lock();
+            if p.logged >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &p.failed {
+                return Err(e.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            p.waiting.entry(seq).or_default().push(tx);
+            rx
+        };
+        // Woken when the record is safe, or the log failed (then dropped
+        // unsent, or sent after `failed` was set).
+        let _ = rx.await;
+        let p = self.progress.lock();
         match &p.failed {
-            Some(e) if p.logged < seq => Err(e.clone()),
-            _ => Ok(()),
+            _ if p.logged >= seq => Ok(()),
+            Some(e) => Err(e.clone()),
+            None => Err(Arc::from("the log writer stopped")),
         }
     }
 
@@ -275,7 +308,9 @@ impl Wal {
 
     fn fail(&self, what: String) {
         tracing::error!("write-ahead log: {what}");
-        self.progress.send_modify(|p| p.failed = Some(what.into()));
+        let mut p = self.progress.lock();
+        p.failed = Some(what.into());
+        p.wake();
     }
 
     fn write_loop(&self, mut file: File, policy: FsyncPolicy) {
@@ -327,7 +362,9 @@ impl Wal {
                 unsynced = false;
             }
             if !bytes.is_empty() {
-                self.progress.send_modify(|p| p.logged = p.logged.max(last));
+                let mut p = self.progress.lock();
+                p.logged = p.logged.max(last);
+                p.wake();
             }
             if let Some(done) = rotate {
                 let first = last + 1;
@@ -353,5 +390,38 @@ impl Wal {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(p: &mut Progress, seq: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        p.waiting.entry(seq).or_default().push(tx);
+        rx
+    }
+
+    #[test]
+    fn only_the_calls_whose_records_are_safe_are_woken() {
+        let mut p = Progress {
+            logged: 0,
+            failed: None,
+            waiting: BTreeMap::new(),
+        };
+        let mut rx = [1, 2, 2, 3].map(|seq| waiter(&mut p, seq));
+        p.logged = 2;
+        p.wake();
+        let woken = rx
+            .iter_mut()
+            .map(|r| r.try_recv().is_ok())
+            .collect::<Vec<_>>();
+        assert_eq!(woken, [true, true, true, false]);
+        assert_eq!(p.waiting.keys().copied().collect::<Vec<_>>(), [3]);
+        p.failed = Some("disk gone".into());
+        p.wake();
+        assert!(rx[3].try_recv().is_ok(), "a failure wakes everyone");
+        assert!(p.waiting.is_empty());
     }
 }
