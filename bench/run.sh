@@ -22,8 +22,9 @@
 # $PROCSHARE_TRANSPORT reaches the clients and is recorded with the results.
 # Needs only cargo, a C compiler, python3 and coreutils. The anchors are
 # looked up in ../shared/anchors beside the repository, or in
-# $PROCSHARE_ANCHORS. Each program gets $BENCH_TIMEOUT seconds per run
-# (default 900, 180 with --quick): a peer that fails or hangs (Python's
+# $PROCSHARE_ANCHORS. procshare-bench gets $BENCH_TIMEOUT seconds per run
+# (default 900, 180 with --quick), each peer $BENCH_PEER_TIMEOUT (default
+# 240, or BENCH_TIMEOUT if less): a peer that fails or hangs (Python's
 # Manager can, when 64 clients connect at once) loses that run's figures
 # with a warning; procshare-bench failing or hanging stops the script.
 set -euo pipefail
@@ -71,6 +72,9 @@ LOOP_N=50000
 TIMEOUT=900
 if ((${#QUICK[@]})); then LOOP_N=5000; TIMEOUT=180; fi
 TIMEOUT=${BENCH_TIMEOUT:-$TIMEOUT}
+# A peer's whole run takes well under a minute here; one that hangs
+# (Python's Manager, now and then) should not hold the run up for long.
+PEER_TIMEOUT=${BENCH_PEER_TIMEOUT:-$((TIMEOUT < 240 ? TIMEOUT : 240))}
 
 OUT=$ROOT/bench/out
 mkdir -p "$OUT"
@@ -100,8 +104,8 @@ machine() { # when
 peer() { # run name command...
   local run=$1 name=$2
   shift 2
-  timeout --kill-after=10 "$TIMEOUT" "$@" | tag "$run" ||
-    echo "run.sh: WARNING: $name failed or timed out (${TIMEOUT}s) in run $run; its figures for this run are missing" >&2
+  timeout --kill-after=10 "$PEER_TIMEOUT" "$@" | tag "$run" ||
+    echo "run.sh: WARNING: $name failed or timed out (${PEER_TIMEOUT}s) in run $run; its figures for this run are missing" >&2
 }
 
 machine start | tag 0
