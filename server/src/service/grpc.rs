@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::session::{Begin, Session, Sessions};
-use super::status::{to_status, to_wire};
+use super::status::{to_response, to_status};
 use crate::store::val::Val;
 use crate::store::{is_read_only, may_wait, Caller, Store, StoreError};
 
@@ -189,6 +189,17 @@ impl Core {
     }
 }
 
+/// The caller of one request of a batch: its own client id, if it names
+/// one, overrides the batch's.
+fn member_caller(batch_client: &str, client_id: String, task_id: String) -> Result<Caller, Status> {
+    let client_id = if client_id.is_empty() {
+        batch_client.to_owned()
+    } else {
+        client_id
+    };
+    caller(client_id, task_id)
+}
+
 fn caller(client_id: String, task_id: String) -> Result<Caller, Status> {
     checked_caller(client_id, task_id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -309,13 +320,7 @@ impl Procshare for Service {
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
         for r in batch.requests {
-            // A request's own client id, if it names one, overrides the batch's.
-            let client_id = if r.client_id.is_empty() {
-                batch.client_id.clone()
-            } else {
-                r.client_id
-            };
-            let caller = caller(client_id, r.task_id)?;
+            let caller = member_caller(&batch.client_id, r.client_id, r.task_id)?;
             let outcome = match self.sessions.resolve(&caller.client_id) {
                 Err(e) => Err(e),
                 Ok(session) => {
@@ -323,13 +328,7 @@ impl Procshare for Service {
                         .await
                 }
             };
-            responses.push(pb::Response {
-                request_id: r.request_id,
-                outcome: Some(match outcome {
-                    Ok(result) => Outcome::Ok(result),
-                    Err(e) => Outcome::Error(to_wire(&e)),
-                }),
-            });
+            responses.push(to_response(r.request_id, outcome));
         }
         Ok(Response::new(pb::BatchResponse { responses }))
     }
@@ -363,12 +362,7 @@ impl Service {
         let mut ops = Vec::with_capacity(batch.requests.len());
         let mut ids = Vec::with_capacity(batch.requests.len());
         for r in batch.requests {
-            let client_id = if r.client_id.is_empty() {
-                batch.client_id.clone()
-            } else {
-                r.client_id
-            };
-            let caller = caller(client_id, r.task_id)?;
+            let caller = member_caller(&batch.client_id, r.client_id, r.task_id)?;
             self.sessions
                 .resolve(&caller.client_id)
                 .map_err(|e| to_status(&e))?;
@@ -392,13 +386,7 @@ impl Service {
         let responses = ids
             .into_iter()
             .zip(outcomes)
-            .map(|(request_id, outcome)| pb::Response {
-                request_id,
-                outcome: Some(match outcome {
-                    Ok(result) => Outcome::Ok(result),
-                    Err(e) => Outcome::Error(to_wire(&e)),
-                }),
-            })
+            .map(|(request_id, outcome)| to_response(request_id, outcome))
             .collect();
         Ok(pb::BatchResponse { responses })
     }

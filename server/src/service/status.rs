@@ -40,6 +40,18 @@ pub fn to_status(err: &StoreError) -> Status {
 }
 
 /// A store error inside a batch response.
+/// The response carrying one operation's outcome, in a batch or on the
+/// session stream (where a failure is data, not a status).
+pub fn to_response(request_id: u64, outcome: Result<pb::OpResult, StoreError>) -> pb::Response {
+    pb::Response {
+        request_id,
+        outcome: Some(match outcome {
+            Ok(result) => pb::response::Outcome::Ok(result),
+            Err(e) => pb::response::Outcome::Error(to_wire(&e)),
+        }),
+    }
+}
+
 pub fn to_wire(err: &StoreError) -> pb::Error {
     pb::Error {
         kind: err.kind() as i32,

@@ -20,14 +20,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use procshare_proto::{self as pb, response::Outcome};
+use procshare_proto as pb;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::grpc::{checked_caller, mutates, Core};
-use super::status::to_wire;
+use super::status::to_response;
 use crate::store::StoreError;
 
 /// The response half of a session stream.
@@ -126,14 +126,7 @@ fn poll_once(f: &mut Pending) -> Poll<pb::Response> {
 fn answer(core: Arc<Core>, r: pb::Request) -> Pending {
     Box::pin(async move {
         let request_id = r.request_id;
-        let outcome = run(&core, r).await;
-        pb::Response {
-            request_id,
-            outcome: Some(match outcome {
-                Ok(result) => Outcome::Ok(result),
-                Err(e) => Outcome::Error(to_wire(&e)),
-            }),
-        }
+        to_response(request_id, run(&core, r).await)
     })
 }
 
