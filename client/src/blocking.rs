@@ -341,20 +341,12 @@ where
     /// Watches this dict's changes from now on: an iterator that blocks for
     /// each change (see [`crate::Watch`]).
     pub fn watch(&self) -> Result<Watch<V, K>> {
-        let inner = self.rt.block_on(self.inner.watch())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch())
     }
 
     /// Like `watch`, starting with a snapshot of the whole dict.
     pub fn watch_from_snapshot(&self) -> Result<Watch<V, K>> {
-        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch_from_snapshot())
     }
 }
 
@@ -420,20 +412,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Watches this list's changes from now on: an iterator that blocks for
     /// each change (see [`crate::Watch`]).
     pub fn watch(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch())
     }
 
     /// Like `watch`, starting with a snapshot of the whole list.
     pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch_from_snapshot())
     }
 }
 
@@ -476,20 +460,12 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// Watches this value's changes from now on: an iterator that blocks for
     /// each change (see [`crate::Watch`]).
     pub fn watch(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch())
     }
 
     /// Like `watch`, starting with a snapshot of the whole value.
     pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch_from_snapshot())
     }
 }
 
@@ -721,20 +697,12 @@ impl Blocking<crate::EventProxy> {
     /// Watches this event's changes from now on: an iterator that blocks for
     /// each change (see [`crate::Watch`]).
     pub fn watch(&self) -> Result<Watch<()>> {
-        let inner = self.rt.block_on(self.inner.watch())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch())
     }
 
     /// Like `watch`, starting with a snapshot of the whole event.
     pub fn watch_from_snapshot(&self) -> Result<Watch<()>> {
-        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch_from_snapshot())
     }
 }
 
@@ -800,20 +768,12 @@ impl<T: Serialize + DeserializeOwned> Blocking<crate::QueueProxy<T>> {
     /// Watches this queue's changes from now on: an iterator that blocks for
     /// each change (see [`crate::Watch`]).
     pub fn watch(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch())
     }
 
     /// Like `watch`, starting with a snapshot of the whole queue.
     pub fn watch_from_snapshot(&self) -> Result<Watch<T>> {
-        let inner = self.rt.block_on(self.inner.watch_from_snapshot())?;
-        Ok(Watch {
-            inner,
-            rt: self.rt.clone(),
-        })
+        Watch::start(&self.rt, self.inner.watch_from_snapshot())
     }
 }
 
@@ -924,6 +884,19 @@ impl<T: Serialize + DeserializeOwned> Blocking<crate::PipeProxy<T>> {
 pub struct Watch<V, K = ()> {
     inner: crate::Watch<V, K>,
     rt: Arc<ClientRuntime>,
+}
+
+impl<V, K> Watch<V, K> {
+    /// Starts the watch `start` opens, on `rt`.
+    fn start(
+        rt: &Arc<ClientRuntime>,
+        start: impl std::future::Future<Output = Result<crate::Watch<V, K>>>,
+    ) -> Result<Self> {
+        Ok(Watch {
+            inner: rt.block_on(start)?,
+            rt: rt.clone(),
+        })
+    }
 }
 
 impl<V: DeserializeOwned, K: DeserializeOwned> Iterator for Watch<V, K> {
