@@ -283,12 +283,16 @@ mod tests {
     use tokio_stream::StreamExt;
 
     #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let listener = super::listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
+    async fn accepted_connections_have_nagle_off() -> std::io::Result<()> {
+        let listener = super::listen_tcp(([127, 0, 0, 1], 0).into())?;
+        let addr = listener.local_addr()?;
         let mut incoming = std::pin::pin!(super::accept_tcp(listener));
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
+        let _client = tokio::net::TcpStream::connect(addr).await?;
+        let accepted = incoming
+            .next()
+            .await
+            .ok_or(std::io::ErrorKind::UnexpectedEof)??;
+        assert!(accepted.nodelay()?);
+        Ok(())
     }
 }

@@ -307,26 +307,14 @@ fn keeps_contents(o: &Object) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{as_maybe, as_pair, s};
+    use super::super::testing::{as_maybe, as_pair, open, s};
     use super::super::val::Val;
     use super::*;
     use procshare_proto::Kind;
 
+    /// `kind` on `name`, by the test's caller.
     fn op(name: &str, kind: Op) -> (Caller, pb::Op) {
-        (
-            Caller::new("t", ""),
-            pb::Op {
-                name: name.into(),
-                kind: Some(kind),
-            },
-        )
-    }
-
-    fn open(kind: Kind) -> Op {
-        Op::Open(pb::Open {
-            kind: kind as i32,
-            ..Default::default()
-        })
+        (Caller::new("t", ""), super::super::testing::op(name, kind))
     }
 
     fn set(k: &str, v: i64) -> Op {

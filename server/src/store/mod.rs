@@ -873,9 +873,25 @@ fn check_kind(name: &str, object: &Object, wanted: Kind) -> Result<()> {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Unwrapping results in tests.
+    //! Building operations and unwrapping results in tests.
     use super::val::Val;
-    use procshare_proto::{op_result::Kind as R, OpResult};
+    use procshare_proto::{self as pb, op::Kind as Op, op_result::Kind as R, Kind, OpResult};
+
+    /// `kind` on the object called `name`.
+    pub fn op(name: &str, kind: Op) -> pb::Op {
+        pb::Op {
+            name: name.into(),
+            kind: Some(kind),
+        }
+    }
+
+    /// Opens (gets or creates) an object of `kind` with default parameters.
+    pub fn open(kind: Kind) -> Op {
+        Op::Open(pb::Open {
+            kind: kind as i32,
+            ..Default::default()
+        })
+    }
 
     pub fn s(x: &str) -> Val {
         Val::Str(x.to_owned())
@@ -953,22 +969,10 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
+    use super::testing::{op, open};
+
     fn caller() -> Caller {
         Caller::new("t", "")
-    }
-
-    fn op(name: &str, kind: Op) -> pb::Op {
-        pb::Op {
-            name: name.into(),
-            kind: Some(kind),
-        }
-    }
-
-    fn open(kind: Kind) -> Op {
-        Op::Open(pb::Open {
-            kind: kind as i32,
-            ..Default::default()
-        })
     }
 
     #[tokio::test]
