@@ -11,7 +11,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::session::{Begin, Session, Sessions};
+use super::session::{Begin, Resolver, Session, Sessions};
 use super::status::{to_response, to_status};
 use crate::store::val::Val;
 use crate::store::{is_read_only, may_wait, Caller, Store, StoreError};
@@ -151,30 +151,34 @@ impl Core {
             None => None,
             Some(s) => match s.begin(request_id) {
                 Begin::New(a) => Some(a),
-                Begin::Seen(mut rx) => {
-                    // A retry: answer with the first attempt's outcome.
-                    return match rx.wait_for(Option::is_some).await {
-                        Ok(o) => o
-                            .clone()
-                            .unwrap_or_else(|| Err(StoreError::Internal("no outcome".into()))),
-                        Err(_) => Err(StoreError::Unavailable(
+                // A retry: answer with the first attempt's outcome.
+                Begin::Answered(outcome) => return outcome,
+                Begin::Running(rx) => {
+                    return rx.await.unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(
                             "the first attempt of this request was cancelled; retry it".into(),
-                        )),
-                    };
+                        ))
+                    })
                 }
             },
         };
-        let _waiting = if may_wait(kind) {
-            Some(self.enter_wait()?)
+        let outcome = if may_wait(kind) {
+            let _waiting = self.enter_wait()?;
+            let ended = async {
+                match session {
+                    Some(s) => s.ended.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.store.apply(caller, op) => r,
+                _ = self.shutdown.cancelled() => Err(StoreError::Unavailable("the server is shutting down".into())),
+                _ = ended => Err(StoreError::SessionExpired("the session ended while this call waited".into())),
+            }
         } else {
-            None
-        };
-        let never = CancellationToken::new();
-        let ended = session.map_or(&never, |s| &s.ended);
-        let outcome = tokio::select! {
-            r = self.store.apply(caller, op) => r,
-            _ = self.shutdown.cancelled() => Err(StoreError::Unavailable("the server is shutting down".into())),
-            _ = ended.cancelled() => Err(StoreError::SessionExpired("the session ended while this call waited".into())),
+            // Cannot wait: nothing to cancel it for (a durable write's wait
+            // for the log is bounded by the log, not by a client).
+            self.store.apply(caller, op).await
         };
         if let Some(a) = attempt {
             a.finish(&outcome);
@@ -319,9 +323,10 @@ impl Procshare for Service {
             return self.atomic_batch(batch).await.map(Response::new);
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
+        let mut sessions = Resolver::new(self.sessions.clone());
         for r in batch.requests {
             let caller = member_caller(&batch.client_id, r.client_id, r.task_id)?;
-            let outcome = match self.sessions.resolve(&caller.client_id) {
+            let outcome = match sessions.resolve(&caller.client_id) {
                 Err(e) => Err(e),
                 Ok(session) => {
                     self.run(&caller, session.as_deref(), r.request_id, r.op)

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use procshare_proto as pb;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::val::Val;
@@ -67,20 +67,34 @@ pub struct Session {
 #[derive(Default)]
 struct Recent {
     order: VecDeque<u64>,
-    outcomes: HashMap<u64, watch::Receiver<Option<Outcome>>>,
+    outcomes: HashMap<u64, Slot>,
+}
+
+/// What a session remembers of one recent mutation.
+enum Slot {
+    /// Still running; retries that arrived meanwhile wait here.
+    Running(Vec<oneshot::Sender<Outcome>>),
+    Done(Outcome),
 }
 
 /// The first attempt of a request: publishes its outcome for retries.
 pub struct Attempt<'a> {
     session: &'a Session,
     request_id: u64,
-    tx: Option<watch::Sender<Option<Outcome>>>,
+    finished: bool,
 }
 
 impl Attempt<'_> {
     pub fn finish(mut self, outcome: &Outcome) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Some(outcome.clone()));
+        self.finished = true;
+        let mut recent = self.session.recent.lock();
+        // Gone if more than `RECENT` newer mutations began meanwhile.
+        if let Some(slot) = recent.outcomes.get_mut(&self.request_id) {
+            if let Slot::Running(waiters) = std::mem::replace(slot, Slot::Done(outcome.clone())) {
+                for w in waiters {
+                    let _ = w.send(outcome.clone());
+                }
+            }
         }
     }
 }
@@ -88,8 +102,9 @@ impl Attempt<'_> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         // Dropped unfinished (its caller went away): the operation did not
-        // happen, so a retry must run it rather than wait for this one.
-        if self.tx.is_some() {
+        // happen, so a retry must run it rather than wait for this one; the
+        // retries waiting meanwhile are told so by their dropped senders.
+        if !self.finished {
             self.session.recent.lock().outcomes.remove(&self.request_id);
         }
     }
@@ -98,8 +113,11 @@ impl Drop for Attempt<'_> {
 pub enum Begin<'a> {
     /// First time: run it, then [`Attempt::finish`].
     New(Attempt<'a>),
-    /// A retry: this is (or will be) the first attempt's outcome.
-    Seen(watch::Receiver<Option<Outcome>>),
+    /// A retry of a request that has been answered: that answer.
+    Answered(Outcome),
+    /// A retry of a request still running: its answer when it has one, or
+    /// an error if that first attempt is dropped unfinished.
+    Running(oneshot::Receiver<Outcome>),
 }
 
 impl Session {
@@ -118,11 +136,18 @@ impl Session {
     /// Looks up `request_id` among recent mutations.
     pub fn begin(&self, request_id: u64) -> Begin<'_> {
         let mut recent = self.recent.lock();
-        if let Some(rx) = recent.outcomes.get(&request_id) {
-            return Begin::Seen(rx.clone());
+        match recent.outcomes.get_mut(&request_id) {
+            Some(Slot::Done(outcome)) => return Begin::Answered(outcome.clone()),
+            Some(Slot::Running(waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                return Begin::Running(rx);
+            }
+            None => {}
         }
-        let (tx, rx) = watch::channel(None);
-        recent.outcomes.insert(request_id, rx);
+        recent
+            .outcomes
+            .insert(request_id, Slot::Running(Vec::new()));
         recent.order.push_back(request_id);
         while recent.order.len() > RECENT {
             if let Some(old) = recent.order.pop_front() {
@@ -132,8 +157,45 @@ impl Session {
         Begin::New(Attempt {
             session: self,
             request_id,
-            tx: Some(tx),
+            finished: false,
         })
+    }
+}
+
+/// Resolves the client ids of a run of requests (a stream's, a batch's),
+/// remembering the last one: requests from one client cost one lookup in
+/// the session table, not one each.
+pub struct Resolver {
+    sessions: Arc<Sessions>,
+    last: Option<(String, Option<Arc<Session>>)>,
+}
+
+impl Resolver {
+    pub fn new(sessions: Arc<Sessions>) -> Resolver {
+        Resolver {
+            sessions,
+            last: None,
+        }
+    }
+
+    /// As [`Sessions::resolve`].
+    pub fn resolve(&mut self, client_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        if let Some((id, known)) = &self.last {
+            if id == client_id {
+                match known {
+                    None => return Ok(None),
+                    Some(s) if !s.ended.is_cancelled() => {
+                        s.touch();
+                        return Ok(Some(s.clone()));
+                    }
+                    // Ended since: the table says how (expired, closed).
+                    Some(_) => {}
+                }
+            }
+        }
+        let found = self.sessions.resolve(client_id)?;
+        self.last = Some((client_id.to_owned(), found.clone()));
+        Ok(found)
     }
 }
 
@@ -413,10 +475,10 @@ mod tests {
         };
         let outcome: Outcome = Err(StoreError::NotFound("x".into()));
         first.finish(&outcome);
-        let Begin::Seen(rx) = s.begin(7) else {
+        let Begin::Answered(seen) = s.begin(7) else {
             panic!("a retry")
         };
-        assert_eq!(*rx.borrow(), Some(outcome));
+        assert_eq!(seen, outcome);
         let Begin::New(dropped) = s.begin(8) else {
             panic!("first time")
         };
@@ -425,5 +487,68 @@ mod tests {
             matches!(s.begin(8), Begin::New(_)),
             "a cancelled attempt runs again"
         );
+    }
+
+    #[test]
+    fn a_retry_of_a_running_request_waits_for_its_outcome() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let Begin::New(first) = s.begin(1) else {
+            panic!("first time")
+        };
+        let Begin::Running(mut rx) = s.begin(1) else {
+            panic!("a retry while the first attempt runs")
+        };
+        assert!(rx.try_recv().is_err(), "no outcome yet");
+        let outcome: Outcome = Err(StoreError::Timeout("t".into()));
+        first.finish(&outcome);
+        assert_eq!(rx.try_recv().ok(), Some(outcome));
+
+        let Begin::New(second) = s.begin(2) else {
+            panic!("first time")
+        };
+        let Begin::Running(mut rx) = s.begin(2) else {
+            panic!("a retry")
+        };
+        drop(second);
+        assert!(
+            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+            "the retry learns that the first attempt was dropped"
+        );
+    }
+
+    #[test]
+    fn only_the_latest_outcomes_are_remembered() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        for id in 0..(RECENT as u64 + 10) {
+            let Begin::New(a) = s.begin(id) else {
+                panic!("request {id} is new")
+            };
+            a.finish(&Ok(pb::OpResult::default()));
+        }
+        assert!(matches!(s.begin(5), Begin::New(_)), "forgotten");
+        assert!(matches!(s.begin(RECENT as u64), Begin::Answered(_)));
+    }
+
+    #[test]
+    fn a_resolver_remembers_the_last_session_until_it_ends() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let a = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let b = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let mut r = Resolver::new(sessions.clone());
+        for id in [&a.id, &a.id, &b.id, &a.id] {
+            let got = r.resolve(id).unwrap().expect("a live session");
+            assert_eq!(&got.id, id);
+        }
+        assert!(r.resolve("plain-client").unwrap().is_none());
+        assert!(r.resolve("plain-client").unwrap().is_none());
+        assert!(r.resolve(&a.id).unwrap().is_some());
+        assert!(sessions.end(&a.id, "test"));
+        assert!(
+            r.resolve(&a.id).is_err(),
+            "an ended session is not served from memory"
+        );
+        assert!(r.resolve("s-unknown").is_err());
     }
 }

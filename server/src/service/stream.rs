@@ -27,8 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::grpc::{checked_caller, mutates, Core};
+use super::session::{Resolver, Session};
 use super::status::to_response;
-use crate::store::StoreError;
+use crate::store::{Caller, StoreError};
 
 /// The response half of a session stream.
 pub type Responses = ReceiverStream<Result<pb::Response, Status>>;
@@ -58,6 +59,7 @@ async fn read_loop(
     let mut running: JoinSet<u64> = JoinSet::new();
     let mut handles: HashMap<u64, AbortHandle> = HashMap::new();
     let mut reading = true;
+    let mut sessions = Resolver::new(core.sessions.clone());
     loop {
         tokio::select! {
             next = requests.message(), if reading => match next {
@@ -68,7 +70,7 @@ async fn read_loop(
                 }
                 Ok(Some(r)) => {
                     let id = r.request_id;
-                    let mut pending = answer(core.clone(), r);
+                    let mut pending = answer(core.clone(), &mut sessions, r);
                     match poll_once(&mut pending) {
                         Poll::Ready(response) => {
                             if tx.send(Ok(response)).await.is_err() {
@@ -122,15 +124,10 @@ fn poll_once(f: &mut Pending) -> Poll<pb::Response> {
     f.as_mut().poll(&mut cx)
 }
 
-/// The future of one request's response.
-fn answer(core: Arc<Core>, r: pb::Request) -> Pending {
-    Box::pin(async move {
-        let request_id = r.request_id;
-        to_response(request_id, run(&core, r).await)
-    })
-}
-
-async fn run(core: &Core, r: pb::Request) -> Result<pb::OpResult, StoreError> {
+/// The future of one request's response. Its caller and session are
+/// checked here, in arrival order, so that requests that cannot wait are
+/// applied in that order.
+fn answer(core: Arc<Core>, sessions: &mut Resolver, r: pb::Request) -> Pending {
     let pb::Request {
         client_id,
         request_id,
@@ -138,12 +135,26 @@ async fn run(core: &Core, r: pb::Request) -> Result<pb::OpResult, StoreError> {
         task_id,
         ..
     } = r;
-    let caller = checked_caller(client_id, task_id)?;
-    let session = core.sessions.resolve(&caller.client_id)?;
+    let checked = checked_caller(client_id, task_id)
+        .and_then(|caller| Ok((sessions.resolve(&caller.client_id)?, caller)));
+    Box::pin(async move {
+        let result = match checked {
+            Ok((session, caller)) => run(&core, &caller, session.as_deref(), request_id, op).await,
+            Err(e) => Err(e),
+        };
+        to_response(request_id, result)
+    })
+}
+
+async fn run(
+    core: &Core,
+    caller: &Caller,
+    session: Option<&Session>,
+    request_id: u64,
+    op: Option<pb::Op>,
+) -> Result<pb::OpResult, StoreError> {
     let mutates = mutates(op.as_ref());
-    let result = core
-        .run(&caller, session.as_deref(), request_id, op)
-        .await?;
+    let result = core.run(caller, session, request_id, op).await?;
     if core.drop_reply(mutates) {
         return Err(StoreError::Unavailable(
             "injected fault: the reply was dropped after the operation was applied".into(),
