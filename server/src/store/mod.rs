@@ -434,7 +434,10 @@ pub fn validate_name_within(name: &str, max: usize) -> Result<()> {
             name.len()
         )));
     }
-    if name.chars().any(char::is_control) {
+    // Control characters are C0 and DEL (one byte each) and C1 (0xC2 then
+    // 0x80..=0x9F): a byte scan settles the usual name, without decoding.
+    let suspect = name.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
+    if suspect && name.chars().any(char::is_control) {
         return Err(StoreError::InvalidArgument(format!(
             "object name {name:?} contains a control character"
         )));
@@ -973,6 +976,16 @@ mod tests {
 
     fn caller() -> Caller {
         Caller::new("t", "")
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused_and_others_taken() {
+        for bad in ["a\nb", "\0", "x\u{7f}", "\u{85}next-line", "c1-\u{9f}", "tab\t"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["results", "é-ü", "\u{a0}nbsp", "\u{bf}", "日本語", "a b.c/d:e"] {
+            assert!(validate_name(good).is_ok(), "{good:?} must be taken");
+        }
     }
 
     #[tokio::test]
