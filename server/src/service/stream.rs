@@ -29,7 +29,7 @@ use tonic::{Status, Streaming};
 use super::grpc::{checked_caller, mutates, Core};
 use super::session::{Resolver, Session};
 use super::status::to_response;
-use crate::store::{Caller, StoreError};
+use crate::store::{may_wait, Caller, StoreError};
 
 /// The response half of a session stream.
 pub type Responses = ReceiverStream<Result<pb::Response, Status>>;
@@ -60,12 +60,27 @@ async fn read_loop(
     let mut handles: HashMap<u64, AbortHandle> = HashMap::new();
     let mut reading = true;
     let mut sessions = Resolver::new(core.sessions.clone());
+    // Made once, not per loop turn: each would register and unregister a
+    // waiter at every request.
+    let shutdown = core.shutdown.clone().cancelled_owned();
+    let client_gone = tx.clone();
+    let client_gone = client_gone.closed();
+    tokio::pin!(shutdown, client_gone);
+    // Without a log to wait for, an operation that cannot wait finishes in
+    // its first poll: it is run right here, without a boxed future.
+    let in_memory = !core.store.is_durable();
     loop {
         tokio::select! {
             next = requests.message(), if reading => match next {
                 Ok(Some(r)) if r.cancel => {
                     if let Some(h) = handles.remove(&r.request_id) {
                         h.abort();
+                    }
+                }
+                Ok(Some(r)) if in_memory && !r.op.as_ref().and_then(|o| o.kind.as_ref()).is_some_and(may_wait) => {
+                    let response = answer_now(&core, &mut sessions, r).await;
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
                     }
                 }
                 Ok(Some(r)) => {
@@ -103,8 +118,8 @@ async fn read_loop(
                     handles.remove(&id);
                 }
             }
-            _ = tx.closed() => return,
-            _ = core.shutdown.cancelled(), if reading => {
+            _ = &mut client_gone => return,
+            _ = &mut shutdown, if reading => {
                 // Stop taking requests; running ones end with UNAVAILABLE
                 // through `run`'s own shutdown branch.
                 reading = false;
@@ -128,6 +143,19 @@ fn poll_once(f: &mut Pending) -> Poll<pb::Response> {
 /// checked here, in arrival order, so that requests that cannot wait are
 /// applied in that order.
 fn answer(core: Arc<Core>, sessions: &mut Resolver, r: pb::Request) -> Pending {
+    let (request_id, checked, op) = check(sessions, r);
+    Box::pin(async move { respond(&core, request_id, checked, op).await })
+}
+
+/// [`answer`] for a request that finishes in its first poll, run in place.
+async fn answer_now(core: &Core, sessions: &mut Resolver, r: pb::Request) -> pb::Response {
+    let (request_id, checked, op) = check(sessions, r);
+    respond(core, request_id, checked, op).await
+}
+
+type Checked = Result<(Option<Arc<Session>>, Caller), StoreError>;
+
+fn check(sessions: &mut Resolver, r: pb::Request) -> (u64, Checked, Option<pb::Op>) {
     let pb::Request {
         client_id,
         request_id,
@@ -137,13 +165,15 @@ fn answer(core: Arc<Core>, sessions: &mut Resolver, r: pb::Request) -> Pending {
     } = r;
     let checked = checked_caller(client_id, task_id)
         .and_then(|caller| Ok((sessions.resolve(&caller.client_id)?, caller)));
-    Box::pin(async move {
-        let result = match checked {
-            Ok((session, caller)) => run(&core, &caller, session.as_deref(), request_id, op).await,
-            Err(e) => Err(e),
-        };
-        to_response(request_id, result)
-    })
+    (request_id, checked, op)
+}
+
+async fn respond(core: &Core, request_id: u64, checked: Checked, op: Option<pb::Op>) -> pb::Response {
+    let result = match checked {
+        Ok((session, caller)) => run(core, &caller, session.as_deref(), request_id, op).await,
+        Err(e) => Err(e),
+    };
+    to_response(request_id, result)
 }
 
 async fn run(

@@ -556,6 +556,12 @@ impl Store {
         }
     }
 
+    /// Whether changes wait for the write-ahead log before they are
+    /// answered (with `--data-dir`).
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
     /// Applies one operation on behalf of `caller`. This is the only way in:
     /// unary calls, batches and streams all come through here. With a data
     /// dir, an operation that changed durable state is in the log (written,
