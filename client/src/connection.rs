@@ -536,7 +536,7 @@ impl Connection {
                     self.url,
                     limit.unwrap_or_default()
                 ))),
-                _ => self.attempt(request.clone(), left).await,
+                _ => self.attempt(&request, left).await,
             };
             match attempt {
                 Err(Error::Unavailable(why)) if left.is_none_or(|l| l > backoff) => {
@@ -558,7 +558,7 @@ impl Connection {
     }
 
     /// One try of a call, within `left` (`None`: no limit).
-    async fn attempt(&self, request: pb::Request, left: Option<Duration>) -> Result<pb::OpResult> {
+    async fn attempt(&self, request: &pb::Request, left: Option<Duration>) -> Result<pb::OpResult> {
         let call = self.send(request);
         let reply = match left {
             None => call.await?,
@@ -582,8 +582,9 @@ impl Connection {
         }
     }
 
-    /// Sends one request over the stream, or as a unary call.
-    async fn send(&self, request: pb::Request) -> Result<pb::Response> {
+    /// Sends one request over the stream, or as a unary call. (A copy: the
+    /// caller keeps the request for a retry.)
+    async fn send(&self, request: &pb::Request) -> Result<pb::Response> {
         if let Some(mux) = self.mux.as_ref().filter(|m| m.usable()) {
             let status_error = |s| self.call_error(s);
             if let Some(r) = mux.call(request.clone(), &status_error).await? {
@@ -592,7 +593,7 @@ impl Connection {
         }
         let mut client = self.client.clone();
         let reply = client
-            .execute(request)
+            .execute(request.clone())
             .await
             .map_err(|s| self.call_error(s))?;
         Ok(reply.into_inner())
