@@ -628,4 +628,25 @@ mod tests {
         }
         assert!(s.recent.lock().slots.len() <= RECENT);
     }
+
+    #[test]
+    fn a_call_renews_the_lease_at_the_reapers_next_pass() {
+        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let s = sessions.open(1.0, String::new(), String::new()).unwrap();
+        let late = Instant::now() + Duration::from_secs(5);
+        s.touch();
+        assert!(!s.expired(late), "used since the last pass: renewed, not ended");
+        assert!(!s.expired(late + Duration::from_millis(900)));
+        assert!(
+            s.expired(late + Duration::from_millis(1001)),
+            "not used since: ends a lease after the renewal"
+        );
+        let mut r = Resolver::new(sessions.clone());
+        r.resolve(&s.id).unwrap();
+        r.resolve(&s.id).unwrap();
+        assert!(
+            !s.expired(late + Duration::from_secs(10)),
+            "a call through a resolver counts too, remembered or not"
+        );
+    }
 }
