@@ -525,21 +525,18 @@ impl Connection {
             ..Default::default()
         };
         let limit = self.limit(deadline);
-        let started = std::time::Instant::now();
+        // One clock read per call: the deadline is a point in time, and the
+        // time left is only worked out again after a failure.
+        let due = limit.map(|l| tokio::time::Instant::now() + l);
         let mut backoff = Duration::from_millis(20);
         let mut reopened = false;
         loop {
-            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-            let attempt = match left {
-                Some(left) if left.is_zero() => Err(Error::Timeout(format!(
-                    "no answer from {} within {:?}",
-                    self.url,
-                    limit.unwrap_or_default()
-                ))),
-                _ => self.attempt(&request, left).await,
-            };
-            match attempt {
-                Err(Error::Unavailable(why)) if left.is_none_or(|l| l > backoff) => {
+            match self.attempt(&request, due).await {
+                Err(Error::Unavailable(why))
+                    if due.is_none_or(|d| {
+                        d.saturating_duration_since(tokio::time::Instant::now()) > backoff
+                    }) =>
+                {
                     tracing::debug!(error = %why, "procshare call failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -557,12 +554,16 @@ impl Connection {
         }
     }
 
-    /// One try of a call, within `left` (`None`: no limit).
-    async fn attempt(&self, request: &pb::Request, left: Option<Duration>) -> Result<pb::OpResult> {
+    /// One try of a call, answered by `due` (`None`: no limit).
+    async fn attempt(
+        &self,
+        request: &pb::Request,
+        due: Option<tokio::time::Instant>,
+    ) -> Result<pb::OpResult> {
         let call = self.send(request);
-        let reply = match left {
+        let reply = match due {
             None => call.await?,
-            Some(left) => match tokio::time::timeout(left, call).await {
+            Some(due) => match tokio::time::timeout_at(due, call).await {
                 Ok(r) => r?,
                 Err(_) => {
                     return Err(Error::Timeout(format!(

@@ -24,7 +24,10 @@ use crate::store::{Store, StoreError};
 
 /// How many recent mutation outcomes a session remembers for retries.
 const RECENT: usize = 1024;
-const _: () = assert!(RECENT.is_power_of_two(), "the ring of outcomes doubles up to RECENT");
+const _: () = assert!(
+    RECENT.is_power_of_two(),
+    "the ring of outcomes doubles up to RECENT"
+);
 
 /// Session ids start with this, so that an id the server does not know can
 /// be told from a client id that never was a session.
@@ -635,7 +638,10 @@ mod tests {
         let s = sessions.open(1.0, String::new(), String::new()).unwrap();
         let late = Instant::now() + Duration::from_secs(5);
         s.touch();
-        assert!(!s.expired(late), "used since the last pass: renewed, not ended");
+        assert!(
+            !s.expired(late),
+            "used since the last pass: renewed, not ended"
+        );
         assert!(!s.expired(late + Duration::from_millis(900)));
         assert!(
             s.expired(late + Duration::from_millis(1001)),

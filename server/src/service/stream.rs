@@ -168,7 +168,12 @@ fn check(sessions: &mut Resolver, r: pb::Request) -> (u64, Checked, Option<pb::O
     (request_id, checked, op)
 }
 
-async fn respond(core: &Core, request_id: u64, checked: Checked, op: Option<pb::Op>) -> pb::Response {
+async fn respond(
+    core: &Core,
+    request_id: u64,
+    checked: Checked,
+    op: Option<pb::Op>,
+) -> pb::Response {
     let result = match checked {
         Ok((session, caller)) => run(core, &caller, session.as_deref(), request_id, op).await,
         Err(e) => Err(e),

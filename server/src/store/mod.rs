@@ -986,10 +986,24 @@ mod tests {
 
     #[test]
     fn names_with_control_characters_are_refused_and_others_taken() {
-        for bad in ["a\nb", "\0", "x\u{7f}", "\u{85}next-line", "c1-\u{9f}", "tab\t"] {
+        for bad in [
+            "a\nb",
+            "\0",
+            "x\u{7f}",
+            "\u{85}next-line",
+            "c1-\u{9f}",
+            "tab\t",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} must be refused");
         }
-        for good in ["results", "é-ü", "\u{a0}nbsp", "\u{bf}", "日本語", "a b.c/d:e"] {
+        for good in [
+            "results",
+            "é-ü",
+            "\u{a0}nbsp",
+            "\u{bf}",
+            "日本語",
+            "a b.c/d:e",
+        ] {
             assert!(validate_name(good).is_ok(), "{good:?} must be taken");
         }
     }
