@@ -158,7 +158,11 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // PROCSHARE-PATCH: was `BytesMut::with_capacity(4096)`. The
+            // strings decoded into it are split off and kept (in the
+            // dynamic table too), so the 4 KiB block lived as long as the
+            // connection; empty, each string gets an allocation of its size.
+            buffer: BytesMut::new(),
         }
     }
 
