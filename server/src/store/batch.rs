@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -43,13 +44,29 @@ impl Gate {
 
     /// Runs `f`, holding the gate shared during each of its polls (not in
     /// between: a wait must not keep a batch out).
-    pub async fn around<F: Future>(&self, f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| {
-            let _shared = self.0.read();
-            f.as_mut().poll(cx)
-        })
-        .await
+    pub fn around<F: Future>(&self, f: F) -> Around<'_, F> {
+        Around { gate: self, f }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Gate::around`]'s future: `f` itself plus a reference, where an
+    /// `async fn` would hold `f` twice (its argument and its pinned copy)
+    /// in every call blocked in a wait.
+    pub(crate) struct Around<'a, F> {
+        gate: &'a Gate,
+        #[pin]
+        f: F,
+    }
+}
+
+impl<F: Future> Future for Around<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _shared = this.gate.0.read();
+        this.f.poll(cx)
     }
 }
 
