@@ -288,3 +288,77 @@ impl tonic::codec::Codec for RawCodec {
         tonic_prost::ProstCodec::<pb::Response, pb::Response>::default().decoder()
     }
 }
+
+#[tokio::test]
+async fn a_batch_member_without_ids_acts_as_the_batch_and_one_with_ids_as_itself() {
+    let server = Server::start();
+    let mut c = raw(&server).await;
+    let as_client = |client: &str, name: &str, op: Option<Op>| pb::Request {
+        client_id: client.into(),
+        ..request(name, op)
+    };
+    let open_lock = Some(Op::Open(pb::Open {
+        kind: pb::Kind::Lock as i32,
+        ..Default::default()
+    }));
+    let try_acquire = || {
+        Some(Op::LockAcquire(pb::LockAcquire {
+            blocking: false,
+            timeout_secs: None,
+        }))
+    };
+    let release = || Some(Op::LockRelease(pb::LockRelease {}));
+    // Members 0, 1 and 3 name no client: they are the batch's client
+    // "holder", which takes the lock and gives it back. Member 2 names
+    // "other": its release is refused.
+    let batch = pb::BatchRequest {
+        client_id: "holder".into(),
+        requests: vec![
+            as_client("", "m", open_lock),
+            as_client("", "m", try_acquire()),
+            as_client("other", "m", release()),
+            as_client("", "m", release()),
+        ],
+        atomic: false,
+    };
+    let responses = c.batch(batch).await.unwrap().into_inner().responses;
+    assert_eq!(responses.len(), 4);
+    assert!(
+        matches!(responses[1].outcome, Some(Outcome::Ok(_))),
+        "{responses:?}"
+    );
+    match &responses[2].outcome {
+        Some(Outcome::Error(e)) => assert_eq!(e.kind, pb::ErrorKind::NotOwner as i32),
+        other => panic!("another client's release must be refused, got {other:?}"),
+    }
+    assert!(
+        matches!(responses[3].outcome, Some(Outcome::Ok(_))),
+        "the batch's own client releases: {responses:?}"
+    );
+
+    // A batch id too long is refused when a member relies on it, and not
+    // when every member names its own.
+    let long = "x".repeat(300);
+    let relies = pb::BatchRequest {
+        client_id: long.clone(),
+        requests: vec![
+            as_client("raw", "m", release()),
+            as_client("", "m", release()),
+        ],
+        atomic: false,
+    };
+    assert_eq!(
+        c.batch(relies).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let own_ids = pb::BatchRequest {
+        client_id: long,
+        requests: vec![as_client("raw", "m", try_acquire())],
+        atomic: false,
+    };
+    let responses = c.batch(own_ids).await.unwrap().into_inner().responses;
+    assert!(
+        matches!(responses[0].outcome, Some(Outcome::Ok(_))),
+        "{responses:?}"
+    );
+}

@@ -324,12 +324,24 @@ impl Procshare for Service {
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
         let mut sessions = Resolver::new(self.sessions.clone());
+        // The batch's own caller, made once for the members that name no
+        // other (the usual case), instead of a copy of its id per member.
+        let mut batch_caller: Option<Caller> = None;
         for r in batch.requests {
-            let caller = member_caller(&batch.client_id, r.client_id, r.task_id)?;
+            let own;
+            let caller = if r.client_id.is_empty() && r.task_id.is_empty() {
+                match &mut batch_caller {
+                    Some(c) => &*c,
+                    none => none.insert(member_caller(&batch.client_id, r.client_id, r.task_id)?),
+                }
+            } else {
+                own = member_caller(&batch.client_id, r.client_id, r.task_id)?;
+                &own
+            };
             let outcome = match sessions.resolve(&caller.client_id) {
                 Err(e) => Err(e),
                 Ok(session) => {
-                    self.run(&caller, session.as_deref(), r.request_id, r.op)
+                    self.run(caller, session.as_deref(), r.request_id, r.op)
                         .await
                 }
             };
