@@ -378,9 +378,10 @@ impl Service {
     async fn atomic_batch(&self, batch: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
         let mut ops = Vec::with_capacity(batch.requests.len());
         let mut ids = Vec::with_capacity(batch.requests.len());
+        let mut sessions = Resolver::new(self.sessions.clone());
         for r in batch.requests {
             let caller = member_caller(&batch.client_id, r.client_id, r.task_id)?;
-            self.sessions
+            sessions
                 .resolve(&caller.client_id)
                 .map_err(|e| to_status(&e))?;
             let op =

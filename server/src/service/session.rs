@@ -455,13 +455,18 @@ fn expired(id: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::op;
     use crate::store::Caller;
 
-    fn op(name: &str, kind: pb::op::Kind) -> pb::Op {
-        pb::Op {
-            name: name.into(),
-            kind: Some(kind),
-        }
+    fn fresh() -> Arc<Sessions> {
+        Sessions::new(Arc::new(Store::new()), SessionLimits::default())
+    }
+
+    /// A session with the default lease.
+    fn open(sessions: &Sessions) -> Arc<Session> {
+        sessions
+            .open(0.0, String::new(), String::new())
+            .expect("a session opens")
     }
 
     #[tokio::test]
@@ -498,7 +503,7 @@ mod tests {
 
     #[test]
     fn leases_are_bounded_and_validated() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let sessions = fresh();
         assert_eq!(
             sessions
                 .open(0.0, String::new(), String::new())
@@ -528,8 +533,8 @@ mod tests {
 
     #[test]
     fn a_retry_sees_the_first_outcome_and_a_dropped_attempt_is_forgotten() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
-        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let sessions = fresh();
+        let s = open(&sessions);
         let Begin::New(first) = s.begin(7) else {
             panic!("first time")
         };
@@ -551,8 +556,8 @@ mod tests {
 
     #[test]
     fn a_retry_of_a_running_request_waits_for_its_outcome() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
-        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let sessions = fresh();
+        let s = open(&sessions);
         let Begin::New(first) = s.begin(1) else {
             panic!("first time")
         };
@@ -579,8 +584,8 @@ mod tests {
 
     #[test]
     fn only_the_latest_outcomes_are_remembered() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
-        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let sessions = fresh();
+        let s = open(&sessions);
         for id in 0..(RECENT as u64 + 10) {
             let Begin::New(a) = s.begin(id) else {
                 panic!("request {id} is new")
@@ -593,9 +598,9 @@ mod tests {
 
     #[test]
     fn a_resolver_remembers_the_last_session_until_it_ends() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
-        let a = sessions.open(0.0, String::new(), String::new()).unwrap();
-        let b = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let sessions = fresh();
+        let a = open(&sessions);
+        let b = open(&sessions);
         let mut r = Resolver::new(sessions.clone());
         for id in [&a.id, &a.id, &b.id, &a.id] {
             let got = r.resolve(id).unwrap().expect("a live session");
@@ -614,8 +619,8 @@ mod tests {
 
     #[test]
     fn outcomes_out_of_order_are_all_remembered_while_the_ring_grows() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
-        let s = sessions.open(0.0, String::new(), String::new()).unwrap();
+        let sessions = fresh();
+        let s = open(&sessions);
         let ids = [10u64, 3, 7, 1000, 2, 515, 64, 1 << 40];
         for &id in &ids {
             let Begin::New(a) = s.begin(id) else {
@@ -634,7 +639,7 @@ mod tests {
 
     #[test]
     fn a_call_renews_the_lease_at_the_reapers_next_pass() {
-        let sessions = Sessions::new(Arc::new(Store::new()), SessionLimits::default());
+        let sessions = fresh();
         let s = sessions.open(1.0, String::new(), String::new()).unwrap();
         let late = Instant::now() + Duration::from_secs(5);
         s.touch();
