@@ -9,5 +9,7 @@
 
 tonic::include_proto!("procshare.v1");
 
+pub mod codec;
+
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("procshare_descriptor");

@@ -421,6 +421,10 @@ fn misrouted(name: &str, op: &Op) -> StoreError {
     StoreError::Internal(format!("operation {op:?} routed to object {name:?}"))
 }
 
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound(format!("no object named {name:?} (open it first)"))
+}
+
 /// Checks an object name: 1–255 bytes of UTF-8 without control characters.
 pub fn validate_name(name: &str) -> Result<()> {
     validate_name_within(name, MAX_NAME_LEN)
@@ -620,16 +624,25 @@ impl Store {
             )),
             _ => {}
         }
-        validate_name_within(&name, self.limits.max_name_bytes)?;
         let family = Family::of(&op);
         if family == Family::Manager {
+            validate_name_within(&name, self.limits.max_name_bytes)?;
             return match op {
                 Op::Open(o) => self.open(name, o, rec),
                 Op::Delete(_) => self.delete(&name, rec),
                 other => Err(misrouted(&name, &other)),
             };
         }
-        let object = self.get(&name)?;
+        // A name found was checked when its object was made: only a miss
+        // needs the check (an invalid name is refused as such, not as
+        // unknown).
+        let object = match self.objects.get(name.as_str()) {
+            Some(o) => o.value().clone(),
+            None => {
+                validate_name_within(&name, self.limits.max_name_bytes)?;
+                return Err(not_found(&name));
+            }
+        };
         if !object.accepts(family) {
             return Err(StoreError::WrongKind {
                 name,
@@ -682,9 +695,7 @@ impl Store {
         self.objects
             .get(name)
             .map(|o| o.value().clone())
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("no object named {name:?} (open it first)"))
-            })
+            .ok_or_else(|| not_found(name))
     }
 
     fn open(&self, name: String, open: pb::Open, rec: &journal::Recorder) -> Result<OpResult> {
@@ -1057,6 +1068,12 @@ mod tests {
         for bad in ["", "a\nb", &"n".repeat(256)] {
             let err = store
                 .apply(&caller(), op(bad, open(Kind::Dict)))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidArgument(_)), "{bad:?}");
+            // A data operation on a bad name: refused as bad, not as missing.
+            let err = store
+                .apply(&caller(), op(bad, Op::DictLen(pb::DictLen {})))
                 .await
                 .unwrap_err();
             assert!(matches!(err, StoreError::InvalidArgument(_)), "{bad:?}");
