@@ -422,7 +422,8 @@ impl Send {
         match stream.state.ensure_reason(mode)? {
             Some(reason) => Poll::Ready(Ok(reason)),
             None => {
-                stream.wait_send(cx);
+                // PROCSHARE-PATCH: was `stream.wait_send(cx)`.
+                stream.wait_reset(cx);
                 Poll::Pending
             }
         }

@@ -51,6 +51,15 @@ pub(super) struct Stream {
     /// Task tracking additional send capacity (i.e. window updates).
     send_task: Option<Waker>,
 
+    // PROCSHARE-PATCH: a task in `poll_reset` waits here, not in
+    // `send_task`, so that capacity changes (`notify_capacity`) do not
+    // wake it: hyper's body pipe waits on `poll_reset` between messages
+    // and was woken for nothing after every frame it sent (and woke
+    // itself in `reserve_capacity`, which tokio's multi-thread runtime
+    // answers by waking another worker). Everything else that calls
+    // `notify_send` (reset, error, EOF, pending open) still wakes it.
+    reset_task: Option<Waker>,
+
     /// Frames pending for this stream being sent to the socket
     pub pending_send: buffer::Deque,
 
@@ -171,6 +180,7 @@ impl Stream {
             requested_send_capacity: 0,
             buffered_send_data: 0,
             send_task: None,
+            reset_task: None,
             pending_send: buffer::Deque::new(),
             is_pending_send_capacity: false,
             next_pending_send_capacity: None,
@@ -331,7 +341,11 @@ impl Stream {
     pub fn notify_capacity(&mut self) {
         self.send_capacity_inc = true;
         tracing::trace!("  notifying task");
-        self.notify_send();
+        // PROCSHARE-PATCH: was `self.notify_send()`: only a task waiting
+        // for capacity, not one in `poll_reset`.
+        if let Some(task) = self.send_task.take() {
+            task.wake();
+        }
     }
 
     /// Returns `Err` when the decrement cannot be completed due to overflow.
@@ -362,10 +376,19 @@ impl Stream {
         if let Some(task) = self.send_task.take() {
             task.wake();
         }
+        // PROCSHARE-PATCH: and the task in `poll_reset`.
+        if let Some(task) = self.reset_task.take() {
+            task.wake();
+        }
     }
 
     pub fn wait_send(&mut self, cx: &Context) {
         self.send_task = Some(cx.waker().clone());
+    }
+
+    // PROCSHARE-PATCH: `poll_reset`'s own slot (see `reset_task`).
+    pub fn wait_reset(&mut self, cx: &Context) {
+        self.reset_task = Some(cx.waker().clone());
     }
 
     pub fn notify_recv(&mut self) {
