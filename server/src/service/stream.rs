@@ -3,27 +3,34 @@
 //! Each request goes through [`Core::run`], exactly as a unary `Execute`
 //! (limits, sessions, de-duplication, cancellation on shutdown or session
 //! end). What the stream adds is scheduling:
-//! - an operation is first polled right in the read loop, so operations that
-//!   do not wait are applied in the order they arrived, without a task
-//!   spawn each;
-//! - one that is not finished by then (a wait, or a durable write waiting
-//!   for the log) goes on in a task of its own, so it does not hold up the
-//!   requests behind it;
+//! - the stream of responses drives the requests: each time hyper asks it
+//!   for the next response (it does so while the client takes them), it
+//!   reads the next request and applies it right there, so operations that
+//!   do not wait are applied in the order they arrived, without a task or
+//!   a channel between reading a request and writing its answer (a task in
+//!   between cost a wake-up per call, and on the multi-thread runtime often
+//!   a `futex` to wake another worker);
+//! - one that is not finished in its first poll (a wait, or a durable write
+//!   waiting for the log) goes on in a task of its own, so it does not hold
+//!   up the requests behind it; its answer is taken when it is done;
 //! - those tasks live in a [`JoinSet`] owned by the stream: when the client
-//!   goes away the set is dropped, every wait is cancelled and, because the
-//!   store's wait loop only takes something in the attempt that returns,
-//!   a cancelled wait takes nothing.
+//!   goes away hyper drops the stream, the set with it, every wait is
+//!   cancelled and, because the store's wait loop only takes something in
+//!   the attempt that returns, a cancelled wait takes nothing;
+//! - a client that sends and never reads is held back by HTTP/2 flow
+//!   control: with no room to send answers, hyper stops asking for them,
+//!   and no more requests are read.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use procshare_proto as pb;
-use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Status, Streaming};
 
 use super::grpc::{checked_caller, mutates, Core};
@@ -31,102 +38,134 @@ use super::session::{Resolver, Session};
 use super::status::to_response;
 use crate::store::{may_wait, Caller, StoreError};
 
-/// The response half of a session stream.
-pub type Responses = ReceiverStream<Result<pb::Response, Status>>;
-
-/// Responses queued for the client before the read loop stops reading: a
-/// client that sends and never reads is held back here.
-const QUEUED_RESPONSES: usize = 1024;
-
 type Pending = Pin<Box<dyn Future<Output = pb::Response> + Send>>;
 
-/// Starts serving one stream; the returned responses end when the client
-/// has closed its side and every request is answered, when the client goes
-/// away, or when the server shuts down.
-pub fn serve(core: Arc<Core>, requests: Streaming<pb::Request>) -> Responses {
-    let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
-    tokio::spawn(read_loop(core, requests, tx));
-    ReceiverStream::new(rx)
+/// The response half of a session stream; see the module's doc. It ends
+/// when the client has closed its side and every request is answered,
+/// when the client's side breaks, or, after a shutdown, when the requests
+/// still running have ended.
+pub struct Responses {
+    core: Arc<Core>,
+    requests: Streaming<pb::Request>,
+    reading: bool,
+    /// Requests still running, by request id (for `cancel`). Dropping the
+    /// set (with the stream) aborts them all.
+    running: JoinSet<(u64, pb::Response)>,
+    handles: HashMap<u64, AbortHandle>,
+    sessions: Resolver,
+    /// Made once, not per request: each would register and unregister a
+    /// waiter.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Without a log to wait for, an operation that cannot wait finishes in
+    /// its first poll: it is run in place, without a boxed future.
+    in_memory: bool,
 }
 
-async fn read_loop(
-    core: Arc<Core>,
-    mut requests: Streaming<pb::Request>,
-    tx: mpsc::Sender<Result<pb::Response, Status>>,
-) {
-    // Requests still running, by request id (for `cancel`). Dropping the
-    // set at the end of this function aborts them all.
-    let mut running: JoinSet<u64> = JoinSet::new();
-    let mut handles: HashMap<u64, AbortHandle> = HashMap::new();
-    let mut reading = true;
-    let mut sessions = Resolver::new(core.sessions.clone());
-    // Made once, not per loop turn: each would register and unregister a
-    // waiter at every request.
-    let shutdown = core.shutdown.clone().cancelled_owned();
-    let client_gone = tx.clone();
-    let client_gone = client_gone.closed();
-    tokio::pin!(shutdown, client_gone);
-    // Without a log to wait for, an operation that cannot wait finishes in
-    // its first poll: it is run right here, without a boxed future.
-    let in_memory = !core.store.is_durable();
-    loop {
-        tokio::select! {
-            next = requests.message(), if reading => match next {
-                Ok(Some(r)) if r.cancel => {
-                    if let Some(h) = handles.remove(&r.request_id) {
-                        h.abort();
-                    }
-                }
-                Ok(Some(r)) if in_memory && !r.op.as_ref().and_then(|o| o.kind.as_ref()).is_some_and(may_wait) => {
-                    let response = answer_now(&core, &mut sessions, r).await;
-                    if tx.send(Ok(response)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(r)) => {
-                    let id = r.request_id;
-                    let mut pending = answer(core.clone(), &mut sessions, r);
-                    match poll_once(&mut pending) {
-                        Poll::Ready(response) => {
-                            if tx.send(Ok(response)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Poll::Pending => {
-                            let tx = tx.clone();
-                            let h = running.spawn(async move {
-                                let response = pending.await;
-                                // The client may be gone: nothing to tell.
-                                let _ = tx.send(Ok(response)).await;
-                                id
-                            });
-                            handles.insert(id, h);
-                        }
-                    }
-                }
-                // The client closed its side: answer what is running, then end.
-                Ok(None) => reading = false,
-                // The client went away (or sent garbage): end, and with the
-                // set dropped, cancel every wait.
-                Err(status) => {
-                    tracing::debug!(%status, "session stream broken");
-                    return;
-                }
-            },
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok(id) = done {
-                    handles.remove(&id);
+/// Starts serving one stream.
+pub fn serve(core: Arc<Core>, requests: Streaming<pb::Request>) -> Responses {
+    Responses {
+        sessions: Resolver::new(core.sessions.clone()),
+        shutdown: Box::pin(core.shutdown.clone().cancelled_owned()),
+        in_memory: !core.store.is_durable(),
+        core,
+        requests,
+        reading: true,
+        running: JoinSet::new(),
+        handles: HashMap::new(),
+    }
+}
+
+impl Stream for Responses {
+    type Item = Result<pb::Response, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // Stop taking requests at shutdown; running ones end with
+        // UNAVAILABLE through `Core::run`'s own shutdown branch.
+        if this.reading && this.shutdown.as_mut().poll(cx).is_ready() {
+            this.reading = false;
+        }
+        loop {
+            // Answers of requests that went on in tasks of their own.
+            while let Poll::Ready(Some(done)) = this.running.poll_join_next(cx) {
+                // An aborted (cancelled) request has no answer.
+                if let Ok((id, response)) = done {
+                    this.handles.remove(&id);
+                    return Poll::Ready(Some(Ok(response)));
                 }
             }
-            _ = &mut client_gone => return,
-            _ = &mut shutdown, if reading => {
-                // Stop taking requests; running ones end with UNAVAILABLE
-                // through `run`'s own shutdown branch.
-                reading = false;
+            if !this.reading {
+                return if this.running.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                };
+            }
+            let r = match Pin::new(&mut this.requests).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(r))) => r,
+                // The client closed its side: answer what is running, then end.
+                Poll::Ready(None) => {
+                    this.reading = false;
+                    continue;
+                }
+                // The client's side broke (or it sent garbage): end; the
+                // running requests are cancelled when hyper drops us.
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::debug!(%status, "session stream broken");
+                    this.reading = false;
+                    this.running.abort_all();
+                    this.handles.clear();
+                    return Poll::Ready(None);
+                }
+            };
+            if r.cancel {
+                if let Some(h) = this.handles.remove(&r.request_id) {
+                    h.abort();
+                }
+                continue;
+            }
+            let waits =
+                r.op.as_ref()
+                    .and_then(|o| o.kind.as_ref())
+                    .is_some_and(may_wait);
+            let id = r.request_id;
+            if this.in_memory && !waits {
+                let answer = pin!(answer_now(&this.core, &mut this.sessions, r));
+                return Poll::Ready(Some(Ok(finished_in_place(id, answer))));
+            }
+            let mut pending = answer(this.core.clone(), &mut this.sessions, r);
+            match poll_once(&mut pending) {
+                Poll::Ready(response) => return Poll::Ready(Some(Ok(response))),
+                Poll::Pending => {
+                    let h = this.running.spawn(async move { (id, pending.await) });
+                    this.handles.insert(id, h);
+                }
             }
         }
-        if !reading && running.is_empty() {
-            return;
+    }
+}
+
+/// The answer of request `id`, which cannot wait, in memory: its future
+/// finishes in its first poll (nothing in its path awaits anything without
+/// a log). Should it not, a bug, it is dropped where it stopped and the
+/// client gets an INTERNAL error, rather than the stream blocking on it.
+fn finished_in_place(
+    id: u64,
+    mut answer: Pin<&mut impl Future<Output = pb::Response>>,
+) -> pb::Response {
+    let mut cx = Context::from_waker(Waker::noop());
+    match answer.as_mut().poll(&mut cx) {
+        Poll::Ready(response) => response,
+        Poll::Pending => {
+            debug_assert!(false, "an operation that cannot wait did not finish");
+            tracing::error!("an operation that cannot wait did not finish in its first poll");
+            to_response(
+                id,
+                Err(StoreError::Internal(
+                    "the operation did not finish at once; it was cancelled".into(),
+                )),
+            )
         }
     }
 }
