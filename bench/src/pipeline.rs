@@ -10,9 +10,10 @@
 //!   unary calls with `PROCSHARE_TRANSPORT=unary`).
 //! * `batched_dict_mix`: `procs` processes, each with one connection making
 //!   `Batch` calls of `batch` ops (non-atomic, one outcome per op, every
-//!   outcome checked), `inflight` calls at once. The client crate has no
-//!   batch API yet, so this uses the generated gRPC client, in the session
-//!   of a `Manager` opened beside it.
+//!   outcome checked), `inflight` calls at once. This uses the generated
+//!   gRPC client (in the session of a `Manager` opened beside it), not the
+//!   client crate's `Batch`, to number the requests itself and check each
+//!   raw outcome; the figures of earlier sessions were measured this way.
 //!
 //! Times as the other multi-process workloads (see `fleet`).
 
