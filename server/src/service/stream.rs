@@ -8,8 +8,8 @@
 //!   reads the next request and applies it right there, so operations that
 //!   do not wait are applied in the order they arrived, without a task or
 //!   a channel between reading a request and writing its answer (a task in
-//!   between cost a wake-up per call, and on the multi-thread runtime often
-//!   a `futex` to wake another worker);
+//!   between cost a wake-up and a task poll per call: 1.6k of procshared's
+//!   26.2k instructions per sequential call);
 //! - one that is not finished in its first poll (a wait, or a durable write
 //!   waiting for the log) goes on in a task of its own, so it does not hold
 //!   up the requests behind it; its answer is taken when it is done;
