@@ -12,8 +12,11 @@ against 1,000,000 (and Redis pipelined), the idle clients and waiters
 against 200 MB, the RSS of 1,000,000 dict entries against Redis', and
 (when Redis ran) procshare / Redis for each workload both run; then the
 restart times of a data dir and the scaling curves. Ratios are ratios of
-medians; where two procshare workloads ran in the same procshare-bench
-invocation, the median of the per-run ratios ("paired") is given too.
+medians, and the verdicts judge them; the median of the per-run ratios
+("paired") is given too where both figures come from each run: two
+procshare workloads of one procshare-bench invocation, procshare against
+Python's Manager, and procshare's sequential calls against the loopback
+floor.
 """
 import json
 import statistics
@@ -114,6 +117,18 @@ def paired(rows, system, a, b, key):
     return statistics.median(ratios) if ratios else None
 
 
+def paired_across(rows, a, b):
+    """Median over runs of a's figure / b's, each (system, workload, key),
+    for the runs that have both: ratios of the same run, not of medians
+    that may come from different runs."""
+    def per_run(system, workload, key):
+        return {r.get("run"): r[key] for r in rows
+                if r.get("system") == system and r.get("workload") == workload and r.get(key)}
+    xa, xb = per_run(*a), per_run(*b)
+    ratios = [xa[run] / xb[run] for run in xa if run in xb]
+    return statistics.median(ratios) if ratios else None
+
+
 def ratio_text(x):
     return "-" if x is None else f"{x:.2f}x"
 
@@ -147,11 +162,14 @@ def main():
         if py is None and ps is None:
             continue
         ratio = ps / py if ps and py else None
+        pr = paired_across(rows, ("procshare", wl, "ops_per_s"),
+                           ("python-manager", wl, "ops_per_s"))
         out.append([wl, fmt(ps), fmt(py),
                     "-" if ratio is None else f"{ratio:.2f}x",
+                    ratio_text(pr),
                     text,
                     "-" if ratio is None else verdict(ratio, want, op)])
-    table(["workload", "procshare", "python", "ratio", "SPEC §6 target", ""], out)
+    table(["workload", "procshare", "python", "ratio", "paired", "SPEC §6 target", ""], out)
 
     multi = [wl for wl in ("concurrent_dict_mix", "lock_counter", "queue_producer_consumer")
              if get("procshare", wl, "work_ops_per_s")]
@@ -173,12 +191,15 @@ def main():
         py_rate = get("python-manager", wl, "ops_per_s")
         py = 1e6 / py_rate if py_rate else None
         ratio = ps / floor if ps and floor else None
+        pr = paired_across(rows, ("procshare", wl, "us_per_op"),
+                           ("tcp-loopback", "round_trip", "us_per_op"))
         out.append([wl, fmt(ps, 2), fmt(py, 2), fmt(floor, 2),
                     "-" if ratio is None else f"{ratio:.2f}x",
+                    ratio_text(pr),
                     f"<= {LOOPBACK_TARGET}x loopback",
                     "-" if ratio is None else verdict(ratio, LOOPBACK_TARGET, "<=")])
     table(["workload", "procshare us", "python us", "loopback us", "procshare/loopback",
-           "SPEC §6 target", ""], out)
+           "paired", "SPEC §6 target", ""], out)
 
     unix_floor = get("unix-loopback", "round_trip", "us_per_op")
     if any(get("procshare", wl + "_unix", "us_per_op") for wl in ("seq_dict_set", "seq_dict_get")):
