@@ -154,3 +154,58 @@ async fn closing_the_send_side_answers_the_running_waits_then_ends_and_a_cancell
     assert!(next(&mut answers).await.is_none());
     assert_eq!(q.get().await.unwrap(), 20);
 }
+
+#[tokio::test]
+async fn with_a_data_dir_writes_are_answered_once_logged_and_survive_a_kill() {
+    let dir = std::env::temp_dir().join(format!("procshare-raw-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = [
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--fsync",
+        "every-second",
+    ];
+    let s = Server::start_with(&args);
+    let addr = s.addr.clone();
+    let (tx, mut answers) = stream(&s).await;
+    let n = 2_000u64;
+    // Each write followed by a read of its key: the reads are answered at
+    // once, the writes when their log record is written, so the answers
+    // come in any order; each exactly once.
+    let writer = tokio::spawn(async move {
+        tx.send(open(1, "durable", pb::Kind::Dict)).await.ok()?;
+        for i in 0..n {
+            let key = int(i as i64);
+            let set = Op::DictSet(pb::DictSet {
+                key: key.clone(),
+                value: int(-(i as i64)),
+            });
+            tx.send(request(2 + 2 * i, "durable", set)).await.ok()?;
+            let get = Op::DictGet(pb::DictGet { key });
+            tx.send(request(3 + 2 * i, "durable", get)).await.ok()?;
+        }
+        Some(tx)
+    });
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..(1 + 2 * n) {
+        let got = next(&mut answers).await.expect("an answer");
+        assert!(matches!(got.outcome, Some(Outcome::Ok(_))), "{got:?}");
+        assert!(
+            seen.insert(got.request_id),
+            "{} answered twice",
+            got.request_id
+        );
+    }
+    assert_eq!(seen, (1..=1 + 2 * n).collect());
+    let tx = writer.await.unwrap().expect("every request was taken");
+    drop(tx);
+    assert!(next(&mut answers).await.is_none());
+    drop(s); // SIGKILL: every answered write must be back.
+    let s = Server::start_on(&addr, &args);
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<i64, i64>("durable").await.unwrap();
+    assert_eq!(d.len().await.unwrap(), n as usize);
+    assert_eq!(d.get(&(n as i64 - 1)).await.unwrap(), Some(1 - n as i64));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
