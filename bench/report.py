@@ -109,12 +109,7 @@ def table(header, rows):
 
 def paired(rows, system, a, b, key):
     """Median over runs of row(a)[key] / row(b)[key], for the runs that have both."""
-    by_run = {}
-    for r in rows:
-        if r.get("system") == system and r.get("workload") in (a, b) and r.get(key):
-            by_run.setdefault(r.get("run"), {})[r["workload"]] = r[key]
-    ratios = [v[a] / v[b] for v in by_run.values() if a in v and b in v]
-    return statistics.median(ratios) if ratios else None
+    return paired_across(rows, (system, a, key), (system, b, key))
 
 
 def paired_across(rows, a, b):

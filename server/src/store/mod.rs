@@ -421,10 +421,6 @@ fn misrouted(name: &str, op: &Op) -> StoreError {
     StoreError::Internal(format!("operation {op:?} routed to object {name:?}"))
 }
 
-fn not_found(name: &str) -> StoreError {
-    StoreError::NotFound(format!("no object named {name:?} (open it first)"))
-}
-
 /// Checks an object name: 1–255 bytes of UTF-8 without control characters.
 pub fn validate_name(name: &str) -> Result<()> {
     validate_name_within(name, MAX_NAME_LEN)
@@ -633,16 +629,7 @@ impl Store {
                 other => Err(misrouted(&name, &other)),
             };
         }
-        // A name found was checked when its object was made: only a miss
-        // needs the check (an invalid name is refused as such, not as
-        // unknown).
-        let object = match self.objects.get(name.as_str()) {
-            Some(o) => o.value().clone(),
-            None => {
-                validate_name_within(&name, self.limits.max_name_bytes)?;
-                return Err(not_found(&name));
-            }
-        };
+        let object = self.get(&name)?;
         if !object.accepts(family) {
             return Err(StoreError::WrongKind {
                 name,
@@ -656,7 +643,6 @@ impl Store {
     /// Watches the object called `name` (a dict, list, value, queue or
     /// event) from now on; see [`watch`].
     pub fn watch(&self, name: &str, snapshot: bool) -> Result<watch::Watcher> {
-        validate_name_within(name, self.limits.max_name_bytes)?;
         let object = self.get(name)?;
         if !object.watchable() {
             return Err(StoreError::WrongKind {
@@ -690,12 +676,17 @@ impl Store {
         reply::value(&Val::Map(fields))
     }
 
-    /// The object called `name`.
+    /// The object called `name`. A name found was checked when its object
+    /// was made: only a miss needs the check (an invalid name is refused as
+    /// such, not as unknown).
     fn get(&self, name: &str) -> Result<Arc<Stored>> {
-        self.objects
-            .get(name)
-            .map(|o| o.value().clone())
-            .ok_or_else(|| not_found(name))
+        if let Some(o) = self.objects.get(name) {
+            return Ok(o.value().clone());
+        }
+        validate_name_within(name, self.limits.max_name_bytes)?;
+        Err(StoreError::NotFound(format!(
+            "no object named {name:?} (open it first)"
+        )))
     }
 
     fn open(&self, name: String, open: pb::Open, rec: &journal::Recorder) -> Result<OpResult> {
