@@ -70,6 +70,12 @@ pub enum Error {
     /// restarted): the locks and permits it held were given back.
     #[error("session expired: {0}")]
     SessionExpired(String),
+    /// A call was retried after its connection broke; the server had
+    /// applied it the first time, but its answer was too large to keep for
+    /// the retry (`procshared --session-answer-bytes`). It was not applied
+    /// again: what it returned (a queue's item, a popped value) is gone.
+    #[error("answer lost: {0}")]
+    AnswerLost(String),
     /// A bug on the server side.
     #[error("internal: {0}")]
     Internal(String),
@@ -94,6 +100,7 @@ impl Error {
             ErrorKind::Unimplemented => Error::Unimplemented(message),
             ErrorKind::Unavailable => Error::Unavailable(message),
             ErrorKind::SessionExpired => Error::SessionExpired(message),
+            ErrorKind::AnswerLost => Error::AnswerLost(message),
             ErrorKind::Internal | ErrorKind::Unspecified => Error::Internal(message),
         }
     }
@@ -129,6 +136,7 @@ impl From<Status> for Error {
                 Error::Unavailable(message)
             }
             Code::Unimplemented => Error::Unimplemented(message),
+            Code::DataLoss => Error::AnswerLost(message),
             _ => Error::Internal(format!("{:?}: {message}", status.code())),
         }
     }

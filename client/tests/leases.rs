@@ -1,8 +1,10 @@
 //! Sessions and leases with real processes: a client killed with SIGKILL
 //! frees what it held when its lease runs out; a clean close frees it at
 //! once; a server restarted under a running client is carried on from; a
-//! mutation whose reply was lost is applied once; limits refuse with a
-//! clear error and change nothing.
+//! mutation whose reply was lost is applied once, and one whose large answer
+//! was not kept is refused rather than applied twice; a session keeps its
+//! answers within a bound; limits refuse with a clear error and change
+//! nothing.
 
 mod common;
 
@@ -151,6 +153,88 @@ async fn a_mutation_whose_reply_was_lost_is_applied_once() {
         l.push(i).await.unwrap();
     }
     assert_eq!(l.snapshot().await.unwrap(), (0..10).collect::<Vec<i64>>());
+}
+
+/// The server's `kept_answer_bytes`, from `procshare stats`.
+fn kept_answer_bytes(url: &str) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_str(&cli_ok(url, &["stats"])).expect("stats is JSON");
+    stats["kept_answer_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no kept_answer_bytes in {stats}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_get_whose_item_was_too_large_to_keep_fails_and_takes_nothing_more() {
+    // Every 2nd mutation's reply is dropped after it was applied: from the
+    // second mutation on, every call's first reply is lost and it is retried.
+    let s = Server::start_with(&[
+        "--fault-drop-replies",
+        "2",
+        "--session-answer-bytes",
+        "100000",
+    ]);
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let q = m.queue::<String>("jobs", 0).await.unwrap();
+    let big = |c: &str| c.repeat(200_000);
+    let medium = "m".repeat(50_000);
+    let items = [
+        "w".to_owned(),
+        big("a"),
+        medium.clone(),
+        big("b"),
+        "s".into(),
+    ];
+    for item in &items {
+        q.put(item.clone()).await.unwrap();
+    }
+    assert_eq!(q.get().await.unwrap(), "w");
+    for expected_lost in [true, false, true, false] {
+        match q.get().await {
+            Err(Error::AnswerLost(why)) if expected_lost => {
+                assert!(why.contains("--session-answer-bytes"), "{why}")
+            }
+            Ok(item) if !expected_lost => assert!(item == medium || item == "s"),
+            other => panic!(
+                "expected {}, got {:?}",
+                if expected_lost {
+                    "AnswerLost"
+                } else {
+                    "the item"
+                },
+                other.map(|i| i.len())
+            ),
+        }
+    }
+    assert_eq!(q.qsize().await.unwrap(), 0, "each get took one item, once");
+    assert!(kept_answer_bytes(&s.url()) <= 100_000 + 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_taking_large_items_does_not_leave_them_on_the_server() {
+    let s = Server::start();
+    let url = s.url();
+    let item = "x".repeat(512 * 1024);
+    let producer = Manager::connect(&url).await.unwrap();
+    let consumer = Manager::connect(&url).await.unwrap();
+    let put = producer.queue::<String>("blobs", 0).await.unwrap();
+    let get = consumer.queue::<String>("blobs", 0).await.unwrap();
+    for _ in 0..200 {
+        put.put(item.clone()).await.unwrap();
+        assert_eq!(get.get().await.unwrap().len(), item.len());
+    }
+    // Both sessions are still open: what they keep is within the default
+    // budget (2 MiB each, plus small answers), not 200 items (100 MiB).
+    let kept = kept_answer_bytes(&url);
+    assert!(kept <= 2 * (2 << 20) + (1 << 20), "kept {kept} bytes");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    assert!(rss_kib < 64 * 1024, "procshared holds {rss_kib} KiB");
 }
 
 #[tokio::test(flavor = "multi_thread")]

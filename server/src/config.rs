@@ -115,6 +115,13 @@ pub struct Args {
     /// Live sessions (connected clients) at once. [default: 100000]
     #[arg(long, env = "PROCSHARE_MAX_SESSIONS", value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// Bytes of answers larger than 1 KiB that each session keeps, newest
+    /// first, so that a call retried after a broken connection gets its
+    /// answer rather than being applied again; a retry whose answer was not
+    /// kept fails with ANSWER_LOST (it is not applied again either).
+    /// [default: 2097152]
+    #[arg(long, env = "PROCSHARE_SESSION_ANSWER_BYTES", value_name = "BYTES")]
+    pub session_answer_bytes: Option<usize>,
     /// Calls blocked in a wait at once, over all clients. [default: 100000]
     #[arg(long, env = "PROCSHARE_MAX_WAITERS", value_name = "N")]
     pub max_waiters: Option<usize>,
@@ -169,6 +176,7 @@ pub struct FileConfig {
     pub snapshot_log_bytes: Option<u64>,
     pub max_lease_secs: Option<f64>,
     pub max_sessions: Option<usize>,
+    pub session_answer_bytes: Option<usize>,
     pub max_waiters: Option<usize>,
     pub max_value_bytes: Option<usize>,
     pub max_objects: Option<usize>,
@@ -437,6 +445,14 @@ fn resolve_with_env(
         pick(m, "max_sessions", args.max_sessions, file.max_sessions),
         session_limits.max_sessions,
     )?;
+    if let Some(bytes) = pick(
+        m,
+        "session_answer_bytes",
+        args.session_answer_bytes,
+        file.session_answer_bytes,
+    ) {
+        session_limits.session_answer_bytes = bytes;
+    }
     if let Some(secs) = pick(
         m,
         "max_lease_secs",

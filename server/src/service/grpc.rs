@@ -129,6 +129,10 @@ impl Core {
                     for (k, v) in [
                         ("sessions", self.sessions.len() as i64),
                         ("waiting_calls", self.waiting.load(Ordering::Relaxed) as i64),
+                        (
+                            "kept_answer_bytes",
+                            self.sessions.kept_answer_bytes() as i64,
+                        ),
                     ] {
                         m.entries.push(pb::Pair {
                             first: Some(Val::Str(k.into()).to_wire()),

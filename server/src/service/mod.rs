@@ -11,6 +11,7 @@
 //! TCP may be wrapped in TLS (mTLS with a client CA); the Unix socket never
 //! is: it is local, and its file mode decides who may connect.
 
+mod answers;
 pub mod auth;
 mod grpc;
 pub mod session;

@@ -7,7 +7,8 @@
 //! cancelled, so other clients' waiters go on.
 //!
 //! A session also remembers the outcome of its recent mutations by request
-//! id, so that a retry after a lost reply is answered, not applied again.
+//! id, so that a retry after a lost reply is answered, not applied again
+//! (within a bound in bytes: see [`super::answers`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,21 +20,13 @@ use procshare_proto as pb;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::answers::{self, Answers, Outcome, Slot};
 use crate::store::val::Val;
 use crate::store::{Store, StoreError};
-
-/// How many recent mutation outcomes a session remembers for retries.
-const RECENT: usize = 1024;
-const _: () = assert!(
-    RECENT.is_power_of_two(),
-    "the ring of outcomes doubles up to RECENT"
-);
 
 /// Session ids start with this, so that an id the server does not know can
 /// be told from a client id that never was a session.
 pub const SESSION_PREFIX: &str = "s-";
-
-type Outcome = Result<pb::OpResult, StoreError>;
 
 /// Lease bounds and limits.
 #[derive(Debug, Clone)]
@@ -42,6 +35,9 @@ pub struct SessionLimits {
     pub min_lease: Duration,
     pub max_lease: Duration,
     pub max_sessions: usize,
+    /// Bytes of a session's answers larger than [`answers::SMALL_ANSWER`]
+    /// kept for retries (`--session-answer-bytes`).
+    pub session_answer_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -51,6 +47,7 @@ impl Default for SessionLimits {
             min_lease: Duration::from_millis(200),
             max_lease: Duration::from_secs(300),
             max_sessions: 100_000,
+            session_answer_bytes: answers::DEFAULT_BUDGET,
         }
     }
 }
@@ -70,68 +67,7 @@ pub struct Session {
     closed: AtomicBool,
     /// Cancelled when the session ends: its blocked calls stop waiting.
     pub ended: CancellationToken,
-    recent: Mutex<Recent>,
-}
-
-/// The outcomes of a session's recent mutations: a ring in which request
-/// id `i` has slot `i % len`. Clients number their requests in order, so
-/// the ring forgets the oldest first, as a queue would, without the cache
-/// misses of a hash map and a queue (every mutation comes through here).
-/// It grows by doubling, up to [`RECENT`] slots, when a slot it needs is
-/// taken; at full size a request takes over the slot of the one `RECENT`
-/// before it.
-#[derive(Default)]
-struct Recent {
-    slots: Vec<Option<(u64, Slot)>>,
-}
-
-impl Recent {
-    fn index(&self, id: u64) -> usize {
-        (id % self.slots.len() as u64) as usize
-    }
-
-    fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let i = self.index(id);
-        match &mut self.slots[i] {
-            Some((held, slot)) if *held == id => Some(slot),
-            _ => None,
-        }
-    }
-
-    fn insert(&mut self, id: u64, slot: Slot) {
-        if self.slots.is_empty() {
-            self.slots.push(None);
-        }
-        while self.slots.len() < RECENT && self.slots[self.index(id)].is_some() {
-            // Entries in distinct slots of a ring of n stay distinct in a
-            // ring of 2n (a ≡ b mod 2n implies a ≡ b mod n).
-            let old = std::mem::take(&mut self.slots);
-            self.slots.resize_with(old.len() * 2, || None);
-            for (held, s) in old.into_iter().flatten() {
-                let i = self.index(held);
-                self.slots[i] = Some((held, s));
-            }
-        }
-        let i = self.index(id);
-        self.slots[i] = Some((id, slot));
-    }
-
-    fn remove(&mut self, id: u64) {
-        if self.get_mut(id).is_some() {
-            let i = self.index(id);
-            self.slots[i] = None;
-        }
-    }
-}
-
-/// What a session remembers of one recent mutation.
-enum Slot {
-    /// Still running; retries that arrived meanwhile wait here.
-    Running(Vec<oneshot::Sender<Outcome>>),
-    Done(Outcome),
+    recent: Mutex<Answers>,
 }
 
 /// The first attempt of a request: publishes its outcome for retries.
@@ -144,15 +80,11 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     pub fn finish(mut self, outcome: &Outcome) {
         self.finished = true;
-        let mut recent = self.session.recent.lock();
-        // Gone if its slot was taken over meanwhile (`RECENT` newer
+        // None wait if its slot was taken over meanwhile (`RECENT` newer
         // mutations began).
-        if let Some(slot) = recent.get_mut(self.request_id) {
-            if let Slot::Running(waiters) = std::mem::replace(slot, Slot::Done(outcome.clone())) {
-                for w in waiters {
-                    let _ = w.send(outcome.clone());
-                }
-            }
+        let waiting = self.session.recent.lock().finish(self.request_id, outcome);
+        for w in waiting {
+            let _ = w.send(outcome.clone());
         }
     }
 }
@@ -198,11 +130,19 @@ impl Session {
         self.ttl
     }
 
+    /// Bytes of answers kept for retries.
+    pub fn kept_answer_bytes(&self) -> usize {
+        self.recent.lock().kept_bytes()
+    }
+
     /// Looks up `request_id` among recent mutations.
     pub fn begin(&self, request_id: u64) -> Begin<'_> {
         let mut recent = self.recent.lock();
         match recent.get_mut(request_id) {
-            Some(Slot::Done(outcome)) => return Begin::Answered(outcome.clone()),
+            Some(Slot::Done(outcome, _)) => return Begin::Answered(outcome.clone()),
+            Some(&mut Slot::Forgotten { bytes }) => {
+                return Begin::Answered(Err(answers::lost(request_id, bytes, recent.budget())))
+            }
             Some(Slot::Running(waiters)) => {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
@@ -297,6 +237,11 @@ impl Sessions {
         self.live.is_empty()
     }
 
+    /// Bytes of answers all live sessions keep for retries.
+    pub fn kept_answer_bytes(&self) -> usize {
+        self.live.iter().map(|s| s.kept_answer_bytes()).sum()
+    }
+
     /// Opens a session with a lease of `ttl_secs` (0: the default), bounded.
     pub fn open(
         &self,
@@ -333,7 +278,7 @@ impl Sessions {
             used: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             ended: CancellationToken::new(),
-            recent: Mutex::new(Recent::default()),
+            recent: Mutex::new(Answers::new(self.limits.session_answer_bytes)),
         });
         self.live.insert(id.clone(), session.clone());
         tracing::debug!(session = %id, ttl_ms = ttl.as_millis() as u64, "session opened");
@@ -586,14 +531,50 @@ mod tests {
     fn only_the_latest_outcomes_are_remembered() {
         let sessions = fresh();
         let s = open(&sessions);
-        for id in 0..(RECENT as u64 + 10) {
+        for id in 0..(answers::RECENT as u64 + 10) {
             let Begin::New(a) = s.begin(id) else {
                 panic!("request {id} is new")
             };
             a.finish(&Ok(pb::OpResult::default()));
         }
         assert!(matches!(s.begin(5), Begin::New(_)), "forgotten");
-        assert!(matches!(s.begin(RECENT as u64), Begin::Answered(_)));
+        assert!(matches!(
+            s.begin(answers::RECENT as u64),
+            Begin::Answered(_)
+        ));
+    }
+
+    #[test]
+    fn a_retry_whose_answer_was_too_large_to_keep_is_refused_not_applied() {
+        let limits = SessionLimits {
+            session_answer_bytes: 3_000,
+            ..Default::default()
+        };
+        let sessions = Sessions::new(Arc::new(Store::new()), limits);
+        let s = open(&sessions);
+        let item = |n: usize| -> Outcome {
+            Ok(pb::OpResult {
+                kind: Some(pb::op_result::Kind::Value(
+                    Val::Str("i".repeat(n)).to_wire(),
+                )),
+            })
+        };
+        for (id, n) in [(1, 2_000), (2, 2_000), (3, 10)] {
+            let Begin::New(a) = s.begin(id) else {
+                panic!("request {id} is new")
+            };
+            a.finish(&item(n));
+        }
+        match s.begin(1) {
+            Begin::Answered(Err(StoreError::AnswerLost(why))) => {
+                assert!(why.contains("--session-answer-bytes"), "{why}")
+            }
+            _ => panic!("the oldest large answer was let go of"),
+        }
+        assert!(matches!(s.begin(2), Begin::Answered(Ok(_))));
+        assert!(matches!(s.begin(3), Begin::Answered(Ok(_))));
+        let kept = sessions.kept_answer_bytes();
+        assert!((2_000..3_100).contains(&kept), "{kept}");
     }
 
     #[test]
@@ -634,7 +615,7 @@ mod tests {
                 "request {id} remembered"
             );
         }
-        assert!(s.recent.lock().slots.len() <= RECENT);
+        assert!(s.recent.lock().ring_len() <= answers::RECENT);
     }
 
     #[test]

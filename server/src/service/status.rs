@@ -25,6 +25,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::SessionExpired => Code::NotFound,
+        ErrorKind::AnswerLost => Code::DataLoss,
         ErrorKind::Internal | ErrorKind::Unspecified => Code::Internal,
     }
 }

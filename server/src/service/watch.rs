@@ -7,7 +7,9 @@
 //! shuts down the task ends the stream with UNAVAILABLE, so that a graceful
 //! shutdown never waits on an open watch. A client that reads slowly only
 //! fills the channel: the task then stops reading the feed, the feed moves
-//! on without it, and the watcher resynchronises (lagged + snapshot).
+//! on without it, and the watcher resynchronises (lagged + snapshot); if
+//! what the feed holds for it grows past its bound in bytes, the waiting
+//! task lets go of it at once.
 
 use std::pin::Pin;
 
@@ -27,8 +29,9 @@ use crate::store::Store;
 pub type WatchStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
 
-/// Events buffered between the watch task and the connection.
-const BUFFER: usize = 64;
+/// Events buffered between the watch task and the connection: few, as an
+/// event may carry a value of up to `--max-value-bytes`.
+const BUFFER: usize = 16;
 
 /// Starts a watch: checks the caller and the object, then streams.
 pub fn start(
@@ -64,10 +67,22 @@ async fn forward(
     shutdown: CancellationToken,
 ) {
     let pump = async {
-        while let Some(event) = watcher.next().await {
-            if tx.send(Ok(to_wire(&event))).await.is_err() {
+        loop {
+            // Room first, then the event: while the client does not read,
+            // the task waits here, and lets go of what its receiver holds
+            // if it falls too far behind.
+            let room = tokio::select! {
+                room = tx.reserve() => room,
+                _ = watcher.fell_behind() => {
+                    watcher.let_go();
+                    continue;
+                }
+            };
+            let Ok(room) = room else { return };
+            let Some(event) = watcher.next().await else {
                 return;
-            }
+            };
+            room.send(Ok(to_wire(&event)));
         }
     };
     tokio::select! {
@@ -145,5 +160,52 @@ pub fn to_wire(event: &Event) -> pb::WatchEvent {
     pb::WatchEvent {
         seq: event.seq(),
         kind: Some(kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{op, open, s};
+    use crate::store::watch::BYTES;
+    use crate::store::Caller;
+    use pb::op::Kind as Op;
+
+    #[tokio::test]
+    async fn a_stalled_watch_falls_behind_by_bytes_and_resyncs() {
+        let store = Store::new();
+        let me = Caller::new("c", "");
+        store
+            .apply(&me, op("d", open(pb::Kind::Dict)))
+            .await
+            .unwrap();
+        let watcher = store.watch("d", false).unwrap();
+        // A client that reads nothing: room for one event.
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(forward(watcher, tx, CancellationToken::new()));
+        let big = s(&"v".repeat(1 << 20));
+        let n = (BYTES >> 20) as u64 * 2;
+        for _ in 0..n {
+            let set = Op::DictSet(pb::DictSet {
+                key: Some(s("k").to_wire()),
+                value: Some(big.to_wire()),
+            });
+            store.apply(&me, op("d", set)).await.unwrap();
+        }
+        let mut events = Vec::new();
+        while events.len() < 3 {
+            events.push(rx.recv().await.expect("the watch goes on"));
+        }
+        let kinds: Vec<_> = events
+            .into_iter()
+            .map(|e| e.expect("an event").kind.expect("a kind"))
+            .collect();
+        assert!(matches!(kinds[0], W::Started(_)), "{:?}", kinds[0]);
+        assert!(
+            matches!(kinds[1], W::Lagged(pb::WatchLagged { missed }) if missed == n),
+            "{:?}",
+            kinds[1]
+        );
+        assert!(matches!(kinds[2], W::Snapshot(_)), "{:?}", kinds[2]);
     }
 }

@@ -133,6 +133,7 @@ fn not_applied(index: usize, failed: &StoreError) -> StoreError {
         StoreError::Unavailable(_) => StoreError::Unavailable(why),
         StoreError::SessionExpired(_) => StoreError::SessionExpired(why),
         StoreError::ResourceExhausted(_) => StoreError::ResourceExhausted(why),
+        StoreError::AnswerLost(_) => StoreError::AnswerLost(why),
         StoreError::Internal(_) => StoreError::Internal(why),
     }
 }

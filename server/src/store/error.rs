@@ -50,6 +50,10 @@ pub enum StoreError {
     /// A server limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A retried mutation was applied the first time, but its answer was
+    /// too large to keep for the retry (see `--session-answer-bytes`).
+    #[error("{0}")]
+    AnswerLost(String),
     /// A bug in the server, reported instead of a panic.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +76,7 @@ impl StoreError {
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::SessionExpired(_) => ErrorKind::SessionExpired,
             StoreError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            StoreError::AnswerLost(_) => ErrorKind::AnswerLost,
             StoreError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -157,6 +157,18 @@ impl Val {
         }
     }
 
+    /// About how many bytes this value holds, itself and on the heap.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Val>()
+            + match self {
+                Val::Null | Val::Bool(_) | Val::Int(_) | Val::Float(_) => 0,
+                Val::Str(s) => s.len(),
+                Val::Bytes(b) => b.len(),
+                Val::List(items) => items.iter().map(Val::bytes).sum(),
+                Val::Map(entries) => entries.iter().map(|(k, v)| k.bytes() + v.bytes()).sum(),
+            }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Val::Null => "null",

@@ -14,6 +14,15 @@
 //! watcher never holds a writer up: it falls behind, is told so
 //! ([`Event::Lagged`]), and is brought back in step with a snapshot read
 //! under the object's lock, which later changes apply on top of.
+//!
+//! Falling behind is bounded in bytes as well as in count: the channel
+//! keeps a change until every watcher has seen it, so one watcher that
+//! stopped reading (its client is stalled, and the watch's forwarding task
+//! waits for room to send) would hold the last [`CAPACITY`] changes of the
+//! object, 1 GiB of 1 MiB values. Past [`BYTES`] held, the feed moves a
+//! cut-off; a watcher behind it lets go of its receiver at once (the
+//! forwarding task waits for that too: [`Watcher::fell_behind`]) and, when
+//! next read, resynchronises as if it had lagged.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,12 +30,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::Notify;
 
 use super::error::{Result, StoreError};
 use super::val::Val;
 
 /// Changes a watcher may fall behind by before it is resynchronised.
 pub const CAPACITY: usize = 1024;
+
+/// Bytes of changes (about: see [`Val::bytes`]) an object's feed holds for
+/// the watchers behind it before the furthest behind are resynchronised.
+pub const BYTES: usize = 16 << 20;
 
 /// One change to an object, as applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +83,32 @@ pub enum Snapshot {
     Value(Val),
     Queue { items: Vec<Val>, unfinished: u64 },
     Event(bool),
+}
+
+impl Change {
+    /// About how many bytes the change holds.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Published>()
+            + match self {
+                Change::KeySet { key, value } | Change::KeyRemoved { key, value } => {
+                    key.bytes() + value.bytes()
+                }
+                Change::Updated(entries) => {
+                    entries.iter().map(|(k, v)| k.bytes() + v.bytes()).sum()
+                }
+                Change::Pushed(v)
+                | Change::ValueSet(v)
+                | Change::Popped { value: v, .. }
+                | Change::ItemSet { value: v, .. }
+                | Change::Inserted { value: v, .. } => v.bytes(),
+                Change::Extended(items) => items.iter().map(Val::bytes).sum(),
+                Change::Cleared
+                | Change::Reversed
+                | Change::Flag(_)
+                | Change::TaskDone { .. }
+                | Change::Deleted => 0,
+            }
+    }
 }
 
 /// A change and its place in the object's history.
@@ -122,6 +162,48 @@ pub struct Feed {
     tx: OnceLock<broadcast::Sender<Arc<Published>>>,
     /// Deleted: no new watch may start.
     closed: AtomicBool,
+    /// The sizes of the changes the channel still holds, oldest first.
+    held: parking_lot::Mutex<HeldBytes>,
+    /// A watcher that has not seen every change before this seq must let
+    /// go of its receiver (see the module's doc).
+    cutoff: AtomicU64,
+    /// Woken when `cutoff` moves.
+    cut: Notify,
+}
+
+/// The changes a feed's channel holds: (seq, bytes), oldest first, and
+/// their sum. An estimate: the channel says how many it holds, and those
+/// are the newest.
+#[derive(Default)]
+struct HeldBytes {
+    sizes: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl HeldBytes {
+    /// Counts change `seq` of `bytes` in a channel that now holds `queued`
+    /// changes; returns a new cut-off if the changes held are over
+    /// [`BYTES`].
+    fn count(&mut self, seq: u64, bytes: usize, queued: usize) -> Option<u64> {
+        self.sizes.push_back((seq, bytes));
+        self.bytes += bytes;
+        while self.sizes.len() > queued.max(1) {
+            self.drop_oldest();
+        }
+        if self.bytes <= BYTES {
+            return None;
+        }
+        while self.bytes > BYTES && self.sizes.len() > 1 {
+            self.drop_oldest();
+        }
+        self.sizes.front().map(|&(seq, _)| seq)
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((_, b)) = self.sizes.pop_front() {
+            self.bytes -= b;
+        }
+    }
 }
 
 impl Feed {
@@ -139,6 +221,7 @@ impl Feed {
                 seq,
                 change: change(),
             });
+            let bytes = published.change.bytes();
             // Inside an atomic batch: held back until it is known to stand.
             let unheld = HELD.with(|h| match h.borrow_mut().as_mut() {
                 Some(held) => {
@@ -151,7 +234,17 @@ impl Feed {
                 // No receiver left (a watch ending right now): nothing to do.
                 let _ = tx.send(published);
             }
+            // (A batch's held-back changes are counted now, sent later.)
+            if let Some(cutoff) = self.held.lock().count(seq, bytes, tx.len()) {
+                self.cutoff.store(cutoff, Ordering::Relaxed);
+                self.cut.notify_waiters();
+            }
         }
+    }
+
+    /// About how many bytes of changes the channel holds for watchers.
+    pub fn held_bytes(&self) -> usize {
+        self.held.lock().bytes
     }
 
     /// Puts the feed back as it was at `seq`, before an atomic batch whose
@@ -246,7 +339,8 @@ pub trait Watched: Send + Sync {
 /// applied, with no gap in seq except across a `Lagged` + `Snapshot` pair.
 pub struct Watcher {
     target: Arc<dyn Watched>,
-    rx: broadcast::Receiver<Arc<Published>>,
+    /// `None` after letting go (fell behind the feed's cut-off).
+    rx: Option<broadcast::Receiver<Arc<Published>>>,
     /// The seq of the last event handed out.
     last: u64,
     pending: VecDeque<Event>,
@@ -278,7 +372,7 @@ impl Watcher {
             started.ok_or_else(|| StoreError::NotFound(format!("no object named {name:?}")))?;
         Ok(Watcher {
             target,
-            rx,
+            rx: Some(rx),
             last,
             pending: VecDeque::from([first]),
             done: false,
@@ -294,8 +388,14 @@ impl Watcher {
         if self.done {
             return None;
         }
+        if self.behind() {
+            self.let_go();
+        }
         loop {
-            match self.rx.recv().await {
+            let Some(rx) = self.rx.as_mut() else {
+                return Some(self.resync());
+            };
+            match rx.recv().await {
                 Ok(p) if p.seq <= self.last => continue,
                 Ok(p) => {
                     self.last = p.seq;
@@ -311,6 +411,36 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Whether changes this watcher has not seen are past the feed's
+    /// cut-off.
+    fn behind(&self) -> bool {
+        self.rx.is_some()
+            && self.last.saturating_add(1) < self.target.feed().cutoff.load(Ordering::Relaxed)
+    }
+
+    /// Completes when this watcher falls behind the feed's cut-off: its
+    /// receiver holds more than the feed allows, and must be let go of
+    /// ([`Watcher::let_go`]) even if nobody is reading the watch now.
+    /// Never completes once let go of.
+    pub async fn fell_behind(&self) {
+        let feed = self.target.feed();
+        loop {
+            let cut = feed.cut.notified();
+            tokio::pin!(cut);
+            cut.as_mut().enable();
+            if self.behind() {
+                return;
+            }
+            cut.await;
+        }
+    }
+
+    /// Drops the receiver and what it holds; the next read resynchronises
+    /// (`Lagged`, then a snapshot).
+    pub fn let_go(&mut self) {
+        self.rx = None;
     }
 
     /// After falling behind: a fresh receiver and the state it starts from,
@@ -335,7 +465,7 @@ impl Watcher {
         let missed = seq.saturating_sub(self.last);
         match (rx, state) {
             (Some(rx), Some(state)) => {
-                self.rx = rx;
+                self.rx = Some(rx);
                 self.pending.push_back(Event::Snapshot { seq, state });
             }
             _ => {
@@ -361,6 +491,7 @@ impl Drop for Watcher {
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use std::time::Duration;
 
     /// A list-like object with the locking discipline of the real ones.
     #[derive(Default)]
@@ -371,9 +502,13 @@ mod tests {
 
     impl Items {
         fn push(&self, v: i64) {
+            self.push_val(Val::Int(v));
+        }
+
+        fn push_val(&self, v: Val) {
             let mut items = self.items.lock();
-            self.feed.publish(|| Change::Pushed(Val::Int(v)));
-            items.push(Val::Int(v));
+            self.feed.publish(|| Change::Pushed(v.clone()));
+            items.push(v);
         }
 
         fn delete(&self) {
@@ -478,6 +613,52 @@ mod tests {
         }
         obj.push(n);
         assert_eq!(pushed(w.next().await), (n as u64 + 1, n));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_behind_by_too_many_bytes_lets_go_and_resyncs() {
+        let obj = Arc::new(Items::default());
+        let mut slow = Watcher::start(obj.clone(), "l", false).unwrap();
+        let mut quick = Watcher::start(obj.clone(), "l", false).unwrap();
+        assert_eq!(slow.next().await, Some(Event::Started { seq: 0 }));
+        assert_eq!(quick.next().await, Some(Event::Started { seq: 0 }));
+        let big = Val::Str("v".repeat(1 << 20));
+        let n = 40u64; // 40 MiB, well under CAPACITY changes
+        for _ in 0..n {
+            obj.push_val(big.clone());
+            assert!(matches!(quick.next().await, Some(Event::Change(_))));
+        }
+        assert!(obj.feed.held_bytes() <= BYTES, "{}", obj.feed.held_bytes());
+        // The slow one is told, though nobody reads it...
+        tokio::time::timeout(Duration::from_secs(10), slow.fell_behind())
+            .await
+            .expect("the slow watcher is behind the cut-off");
+        slow.let_go();
+        // ...and once it has let go, the channel holds nothing for it.
+        obj.push(-1);
+        assert!(matches!(quick.next().await, Some(Event::Change(_))));
+        assert!(obj.feed.held_bytes() < 1 << 20, "{}", obj.feed.held_bytes());
+        assert_eq!(
+            slow.next().await,
+            Some(Event::Lagged {
+                seq: n + 1,
+                missed: n + 1
+            })
+        );
+        match slow.next().await {
+            Some(Event::Snapshot {
+                seq,
+                state: Snapshot::List(items),
+            }) => {
+                assert_eq!(seq, n + 1);
+                assert_eq!(items.len(), n as usize + 1);
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        obj.push(7);
+        assert_eq!(pushed(slow.next().await), (n + 2, 7));
+        // The quick one never fell behind.
+        assert_eq!(pushed(quick.next().await), (n + 2, 7));
     }
 
     #[tokio::test]

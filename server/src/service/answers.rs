@@ -1,0 +1,312 @@
+//! The answers a session keeps so that a retried mutation is answered, not
+//! applied again, and the bound on the memory they take.
+//!
+//! A mutation's answer can be large: a queue `get` answers with the item it
+//! took. Keeping the last [`RECENT`] answers of every session by count
+//! alone meant a worker taking 512 KiB items from a queue left the server
+//! holding the last 1,024 of them (512 MiB) after the queue was empty.
+//! So answers are also bounded by bytes: answers of up to [`SMALL_ANSWER`]
+//! bytes (almost all: a `set` answers with nothing or the old value) are
+//! kept by count only; larger ones are kept newest first within a budget
+//! per session (`--session-answer-bytes`). An answer that no longer fits is
+//! forgotten, but not the fact that its request was applied: a retry of it
+//! gets [`StoreError::AnswerLost`] instead of the operation a second time.
+//! Retries come right after a connection broke, for the calls that were in
+//! flight: the newest answers are the ones worth keeping.
+
+use std::collections::VecDeque;
+
+use procshare_proto::OpResult;
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::store::StoreError;
+
+/// How many recent mutation outcomes a session remembers for retries.
+pub const RECENT: usize = 1024;
+const _: () = assert!(
+    RECENT.is_power_of_two(),
+    "the ring of outcomes doubles up to RECENT"
+);
+
+/// Answers up to this many bytes (encoded) are kept by count alone: at most
+/// [`RECENT`] of them, 1 MiB a session.
+pub const SMALL_ANSWER: usize = 1024;
+
+/// The default budget of a session's larger answers: room for the newest
+/// answer of the largest value a client may store (`--max-value-bytes`,
+/// 1 MiB by default) and then some.
+pub const DEFAULT_BUDGET: usize = 2 << 20;
+
+pub type Outcome = Result<OpResult, StoreError>;
+
+/// What a session remembers of one recent mutation.
+pub enum Slot {
+    /// Still running; retries that arrived meanwhile wait here.
+    Running(Vec<oneshot::Sender<Outcome>>),
+    /// Answered; the answer and its size in bytes.
+    Done(Outcome, usize),
+    /// Answered, but the answer (of `bytes`) did not fit in the budget.
+    Forgotten { bytes: usize },
+}
+
+/// The outcomes of a session's recent mutations: a ring in which request
+/// id `i` has slot `i % len`. Clients number their requests in order, so
+/// the ring forgets the oldest first, as a queue would, without the cache
+/// misses of a hash map and a queue (every mutation comes through here).
+/// It grows by doubling, up to [`RECENT`] slots, when a slot it needs is
+/// taken; at full size a request takes over the slot of the one `RECENT`
+/// before it.
+pub struct Answers {
+    slots: Vec<Option<(u64, Slot)>>,
+    /// The larger answers still kept, in the order they were made:
+    /// (request id, bytes). An entry whose slot was since taken over by a
+    /// newer request is stale and skipped.
+    large: VecDeque<(u64, usize)>,
+    /// Bytes of the larger answers kept.
+    large_bytes: usize,
+    /// Bytes of every answer kept.
+    kept_bytes: usize,
+    budget: usize,
+}
+
+impl Answers {
+    /// An empty ring whose larger answers take at most `budget` bytes.
+    pub fn new(budget: usize) -> Answers {
+        Answers {
+            slots: Vec::new(),
+            large: VecDeque::new(),
+            large_bytes: 0,
+            kept_bytes: 0,
+            budget,
+        }
+    }
+
+    /// Bytes of the answers kept now.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    #[cfg(test)]
+    pub fn ring_len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn index(&self, id: u64) -> usize {
+        (id % self.slots.len() as u64) as usize
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.index(id);
+        match &mut self.slots[i] {
+            Some((held, slot)) if *held == id => Some(slot),
+            _ => None,
+        }
+    }
+
+    pub fn insert(&mut self, id: u64, slot: Slot) {
+        if self.slots.is_empty() {
+            self.slots.push(None);
+        }
+        while self.slots.len() < RECENT && self.slots[self.index(id)].is_some() {
+            // Entries in distinct slots of a ring of n stay distinct in a
+            // ring of 2n (a ≡ b mod 2n implies a ≡ b mod n).
+            let old = std::mem::take(&mut self.slots);
+            self.slots.resize_with(old.len() * 2, || None);
+            for (held, s) in old.into_iter().flatten() {
+                let i = self.index(held);
+                self.slots[i] = Some((held, s));
+            }
+        }
+        let i = self.index(id);
+        if let Some((_, old)) = self.slots[i].replace((id, slot)) {
+            self.let_go(&old);
+        }
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        if self.get_mut(id).is_some() {
+            let i = self.index(id);
+            if let Some((_, old)) = self.slots[i].take() {
+                self.let_go(&old);
+            }
+        }
+    }
+
+    /// Accounts for an answer that is no longer kept.
+    fn let_go(&mut self, slot: &Slot) {
+        if let Slot::Done(_, bytes) = slot {
+            self.kept_bytes -= bytes;
+            if *bytes > SMALL_ANSWER {
+                self.large_bytes -= bytes;
+            }
+        }
+    }
+
+    /// Records the outcome of request `id` (if its slot was not taken over
+    /// meanwhile) and returns the retries that wait for it.
+    pub fn finish(&mut self, id: u64, outcome: &Outcome) -> Vec<oneshot::Sender<Outcome>> {
+        let bytes = answer_bytes(outcome);
+        let keep = bytes <= SMALL_ANSWER || bytes <= self.budget;
+        let Some(slot) = self.get_mut(id) else {
+            return Vec::new();
+        };
+        let new = if keep {
+            Slot::Done(outcome.clone(), bytes)
+        } else {
+            Slot::Forgotten { bytes }
+        };
+        let waiting = match std::mem::replace(slot, new) {
+            Slot::Running(waiting) => waiting,
+            _ => Vec::new(),
+        };
+        if keep {
+            self.kept_bytes += bytes;
+            if bytes > SMALL_ANSWER {
+                self.large.push_back((id, bytes));
+                self.large_bytes += bytes;
+                self.fit();
+            }
+        }
+        waiting
+    }
+
+    /// Forgets the oldest larger answers until the rest fit the budget.
+    fn fit(&mut self) {
+        loop {
+            let over = self.large_bytes > self.budget || self.large.len() > RECENT;
+            let Some(&(id, bytes)) = self.large.front() else {
+                return;
+            };
+            let live = matches!(self.get_mut(id), Some(Slot::Done(..)));
+            if live && !over {
+                return;
+            }
+            self.large.pop_front();
+            if live {
+                if let Some(slot) = self.get_mut(id) {
+                    *slot = Slot::Forgotten { bytes };
+                }
+                self.kept_bytes -= bytes;
+                self.large_bytes -= bytes;
+            }
+        }
+    }
+}
+
+/// The size of an answer on the wire (an error: its message).
+fn answer_bytes(outcome: &Outcome) -> usize {
+    match outcome {
+        Ok(result) => result.encoded_len(),
+        Err(e) => e.to_string().len(),
+    }
+}
+
+/// The error a retry gets when its request was applied but its answer was
+/// not kept.
+pub fn lost(id: u64, bytes: usize, budget: usize) -> StoreError {
+    StoreError::AnswerLost(format!(
+        "request {id} was applied once, but its answer ({bytes} bytes) was lost with the \
+         connection and not kept for a retry: a session keeps its newest answers larger than \
+         {SMALL_ANSWER} bytes up to {budget} bytes (--session-answer-bytes)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::val::Val;
+
+    /// An answer of about `n` bytes encoded.
+    fn answer(n: usize) -> Outcome {
+        Ok(OpResult {
+            kind: Some(procshare_proto::op_result::Kind::Value(
+                Val::Str("x".repeat(n)).to_wire(),
+            )),
+        })
+    }
+
+    fn run(a: &mut Answers, id: u64, outcome: &Outcome) {
+        a.insert(id, Slot::Running(Vec::new()));
+        assert!(a.finish(id, outcome).is_empty());
+    }
+
+    fn kept(a: &mut Answers, id: u64) -> bool {
+        matches!(a.get_mut(id), Some(Slot::Done(..)))
+    }
+
+    fn forgotten(a: &mut Answers, id: u64) -> bool {
+        matches!(a.get_mut(id), Some(Slot::Forgotten { .. }))
+    }
+
+    #[test]
+    fn larger_answers_are_kept_newest_first_within_the_budget() {
+        let mut a = Answers::new(10_000);
+        let big = answer(4_000);
+        for id in 1..=5 {
+            run(&mut a, id, &big);
+        }
+        assert!(forgotten(&mut a, 1) && forgotten(&mut a, 2) && forgotten(&mut a, 3));
+        assert!(kept(&mut a, 4) && kept(&mut a, 5));
+        assert!(a.kept_bytes() <= 10_000 && a.kept_bytes() > 8_000);
+        // Small answers do not push larger ones out.
+        for id in 6..200 {
+            run(&mut a, id, &answer(10));
+        }
+        assert!(kept(&mut a, 4) && kept(&mut a, 5) && kept(&mut a, 199));
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_budget_is_never_kept_but_remembered_as_applied() {
+        let mut a = Answers::new(1_000);
+        run(&mut a, 1, &answer(5_000));
+        assert!(forgotten(&mut a, 1));
+        assert_eq!(a.kept_bytes(), 0);
+        run(&mut a, 2, &answer(5));
+        assert!(
+            kept(&mut a, 2),
+            "small answers are kept whatever the budget"
+        );
+        let mut none = Answers::new(0);
+        run(&mut none, 1, &answer(2_000));
+        assert!(forgotten(&mut none, 1));
+    }
+
+    #[test]
+    fn answers_taken_over_by_the_ring_are_let_go_of_in_the_count() {
+        let mut a = Answers::new(1 << 30);
+        let big = answer(2_000);
+        for id in 0..(3 * RECENT as u64) {
+            run(&mut a, id, &big);
+        }
+        let one = answer_bytes(&big);
+        assert_eq!(a.kept_bytes(), RECENT * one, "exactly the ring's worth");
+        assert!(a.large.len() <= RECENT + 1, "stale entries are dropped");
+        a.remove(3 * RECENT as u64 - 1);
+        assert_eq!(a.kept_bytes(), (RECENT - 1) * one);
+    }
+
+    #[test]
+    fn the_retries_waiting_for_an_answer_are_handed_over() {
+        let mut a = Answers::new(0);
+        let (tx, mut rx) = oneshot::channel();
+        a.insert(9, Slot::Running(vec![tx]));
+        let big = answer(5_000);
+        for w in a.finish(9, &big) {
+            let _ = w.send(big.clone());
+        }
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(big),
+            "a waiting retry still gets it"
+        );
+        assert!(forgotten(&mut a, 9));
+    }
+}
