@@ -13,7 +13,11 @@
 //! taken: none that waits, and changes only to data objects (dict, list,
 //! value, namespace, array); locks, semaphores, queues and the like take
 //! part by being opened, deleted or read. Saving copies the object, so a
-//! batch costs in proportion to the size of the objects it changes.
+//! change costs in proportion to the size of the object, except the
+//! commonest: a change to one key of a dict (set, remove, setdefault,
+//! compare-and-swap, fetch-add) notes only that key's place and value
+//! (a batch of two sets into a dict of 1,000,000 entries took 156 ms,
+//! holding every other call back, when it copied the dict).
 //!
 //! With a data dir, the batch is one log record holding its operations, so
 //! a crash never leaves half of it in the log.
@@ -29,6 +33,7 @@ use procshare_proto::{self as pb, op::Kind as Op, OpResult};
 
 use super::journal::{Recorder, Sink};
 use super::restore::save_one;
+use super::val::Val;
 use super::watch::{Held, Watched};
 use super::{is_read_only, may_wait, Caller, Family, Object, Result, Store, StoreError, Stored};
 
@@ -89,9 +94,20 @@ impl Sink for Buffer {
 /// An object as it was before the batch touched it.
 enum Before {
     Absent,
-    /// The object, its contents if the batch changed them, and the seq of
-    /// its change feed.
-    Present(Arc<Stored>, Option<pb::ObjectState>, u64),
+    Present(Box<Saved>),
+}
+
+/// What undoes a batch's changes to an object that was there before it.
+struct Saved {
+    object: Arc<Stored>,
+    /// Its whole contents, saved before the first change that is not to a
+    /// single dict key.
+    contents: Option<pb::ObjectState>,
+    /// The seq of its change feed.
+    seq: u64,
+    /// Dict keys changed before `contents` was saved, in order, with their
+    /// place and value before (see `Dict::undo_key`).
+    keys: Vec<(Val, Option<(usize, Val)>)>,
 }
 
 /// Why `op` cannot be in an atomic batch, if it cannot.
@@ -246,17 +262,34 @@ impl Store {
                 .entry(name.to_owned())
                 .or_insert_with(|| match &current {
                     None => Before::Absent,
-                    Some(o) => Before::Present(o.clone(), None, o.feed().seq()),
+                    Some(o) => Before::Present(Box::new(Saved {
+                        object: o.clone(),
+                        contents: None,
+                        seq: o.feed().seq(),
+                        keys: Vec::new(),
+                    })),
                 });
             // Contents are saved before the first change to the original
             // object (not to one the batch made in its place).
             let changes = !is_read_only(kind) && Family::of(kind) != Family::Manager;
-            if let (true, Before::Present(orig, saved @ None, _), Some(cur)) =
-                (changes, entry, &current)
+            let (true, Before::Present(saved), Some(cur)) = (changes, entry, &current) else {
+                continue;
+            };
+            if saved.contents.is_some()
+                || !Arc::ptr_eq(&saved.object, cur)
+                || !keeps_contents(&saved.object.object)
             {
-                if Arc::ptr_eq(orig, cur) && keeps_contents(&orig.object) {
-                    *saved = Some(save_one(name.to_owned(), orig, &|| 0));
+                continue;
+            }
+            match (&saved.object.object, dict_key(kind)) {
+                (Object::Dict(d), Some(key)) => {
+                    // An invalid key fails the operation, which changes nothing.
+                    if let Ok(key) = Val::from_wire(key.clone()) {
+                        let was = d.key_state(&key);
+                        saved.keys.push((key, was));
+                    }
                 }
+                _ => saved.contents = Some(save_one(name.to_owned(), &saved.object, &|| 0)),
             }
         }
     }
@@ -264,38 +297,60 @@ impl Store {
     /// Puts every touched object back as it was.
     fn undo(&self, before: HashMap<String, Before>) {
         for (name, was) in before {
-            let Before::Present(orig, saved, seq) = was else {
+            let Before::Present(saved) = was else {
                 self.objects.remove(&name);
                 continue;
             };
+            let Saved {
+                object: orig,
+                contents,
+                seq,
+                keys,
+            } = *saved;
             if orig.watchable() {
                 // Its watchers saw nothing of the batch (held back): its feed
                 // goes back to where they are.
                 orig.locked(&mut |feed, _| feed.rewind(seq));
             }
-            let Some(state) = saved else {
-                self.objects.insert(name, orig);
-                continue;
-            };
-            match self.restore_one(state) {
-                Ok(stored) => match put_back(&orig.object, stored.object) {
-                    // Same object, old contents: watchers stay attached.
-                    None => {
-                        self.objects.insert(name, orig);
-                    }
-                    Some(object) => {
-                        let open = stored.open;
-                        self.objects.insert(name, Arc::new(Stored { open, object }));
+            let orig = match contents {
+                None => orig,
+                Some(state) => match self.restore_one(state) {
+                    Ok(stored) => match put_back(&orig.object, stored.object) {
+                        // Same object, old contents: watchers stay attached.
+                        None => orig,
+                        Some(object) => {
+                            let open = stored.open;
+                            Arc::new(Stored { open, object })
+                        }
+                    },
+                    Err(e) => {
+                        // Cannot happen (the state was saved from a live
+                        // object); the original object is the best left.
+                        tracing::error!(name, error = %e, "atomic batch: cannot restore");
+                        orig
                     }
                 },
-                Err(e) => {
-                    // Cannot happen (the state was saved from a live
-                    // object); the original object is the best left.
-                    tracing::error!(name, error = %e, "atomic batch: cannot restore");
-                    self.objects.insert(name, orig);
+            };
+            // Changes to single keys came before the contents were saved.
+            if let Object::Dict(d) = &orig.object {
+                for (key, was) in keys.into_iter().rev() {
+                    d.undo_key(&key, was);
                 }
             }
+            self.objects.insert(name, orig);
         }
+    }
+}
+
+/// The key of a dict operation that changes that key alone.
+fn dict_key(op: &Op) -> Option<&pb::Value> {
+    match op {
+        Op::DictSet(o) => o.key.as_ref(),
+        Op::DictRemove(o) => o.key.as_ref(),
+        Op::DictSetDefault(o) => o.key.as_ref(),
+        Op::DictCompareAndSwap(o) => o.key.as_ref(),
+        Op::DictFetchAdd(o) => o.key.as_ref(),
+        _ => None,
     }
 }
 
@@ -411,6 +466,100 @@ mod tests {
         assert_eq!(value_of(&store, "d", "b").await, None);
         assert_eq!(store.len(), 2, "new list removed, deleted queue back");
         assert!(store.get("q").is_ok());
+    }
+
+    /// The dict's entries, in order.
+    async fn items_of(store: &Store, name: &str) -> Vec<(Val, Val)> {
+        let r = store
+            .apply(
+                &Caller::new("t", ""),
+                op(name, Op::DictItems(pb::DictItems {})).1,
+            )
+            .await
+            .unwrap();
+        match r.kind {
+            Some(pb::op_result::Kind::Pairs(p)) => p
+                .entries
+                .into_iter()
+                .map(|p| Val::pair_from_wire(p).unwrap())
+                .collect(),
+            other => panic!("expected pairs, got {other:?}"),
+        }
+    }
+
+    /// A change to one key, picked by `r`, among keys k0..k7.
+    fn keyed(r: u64) -> Op {
+        let key = Some(s(&format!("k{}", (r >> 8) % 8)).to_wire());
+        let v = Some(Val::Int((r >> 16) as i64 % 100).to_wire());
+        match r % 5 {
+            0 => Op::DictSet(pb::DictSet { key, value: v }),
+            1 => Op::DictRemove(pb::DictRemove { key }),
+            2 => Op::DictSetDefault(pb::DictSetDefault { key, default: v }),
+            3 => Op::DictCompareAndSwap(pb::DictCompareAndSwap {
+                key,
+                expected: Some(pb::Maybe { value: None }),
+                new: v,
+            }),
+            _ => Op::DictFetchAdd(pb::DictFetchAdd { key, delta: v }),
+        }
+    }
+
+    #[tokio::test]
+    async fn undone_key_changes_leave_the_dict_exactly_as_it_was_order_included() {
+        let mut r: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            r >> 11
+        };
+        for round in 0..300 {
+            let store = Store::new();
+            let mut setup = vec![op("d", open(Kind::Dict))];
+            for _ in 0..next() % 8 {
+                setup.push(op("d", keyed(next())));
+            }
+            store.apply_atomic(setup).await.unwrap();
+            let was = items_of(&store, "d").await;
+            let mut batch: Vec<_> = (0..1 + next() % 12)
+                .map(|_| op("d", keyed(next())))
+                .collect();
+            if round % 3 == 0 {
+                // A change that is not to one key: the contents are saved
+                // there, between key changes.
+                let at = (next() as usize) % batch.len();
+                batch.insert(at, op("d", Op::DictClear(pb::DictClear {})));
+            }
+            batch.push(op("missing", Op::ListLen(pb::ListLen {})));
+            let out = store.apply_atomic(batch).await.unwrap();
+            assert!(out.iter().all(Result::is_err), "round {round}");
+            assert_eq!(items_of(&store, "d").await, was, "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_to_one_key_notes_the_key_not_the_dict() {
+        let store = Store::new();
+        store
+            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .await
+            .unwrap();
+        let mut before = HashMap::new();
+        store.remember(&mut before, &op("d", set("a", 2)).1);
+        store.remember(&mut before, &op("d", set("b", 2)).1);
+        let Some(Before::Present(saved)) = before.get("d") else {
+            panic!("the dict was there")
+        };
+        assert!(saved.contents.is_none(), "no copy of the dict");
+        assert_eq!(
+            saved.keys,
+            vec![(s("a"), Some((0, Val::Int(1)))), (s("b"), None)]
+        );
+        store.remember(&mut before, &op("d", Op::DictClear(pb::DictClear {})).1);
+        let Some(Before::Present(saved)) = before.get("d") else {
+            panic!("the dict was there")
+        };
+        assert!(saved.contents.is_some(), "a clear saves the contents");
     }
 
     #[tokio::test]

@@ -182,6 +182,40 @@ impl Dict {
         *self.entries.lock() = saved.entries.into_inner();
     }
 
+    /// Where `key` is and what it holds: what an atomic batch notes before
+    /// a change to that one key, to undo it with [`Dict::undo_key`]
+    /// instead of copying the whole dict.
+    pub fn key_state(&self, key: &Val) -> Option<(usize, Val)> {
+        self.entries
+            .lock()
+            .get_full(key)
+            .map(|(i, _, v)| (i, v.clone()))
+    }
+
+    /// Undoes a change to `key` alone, which found it as `before`. Undone
+    /// in the reverse order they were made, such changes leave the dict
+    /// exactly as it was, order included: a new key was appended (so it is
+    /// last again when its turn comes), a replaced value kept its place,
+    /// and a removed key had the last entry moved into its place (put it
+    /// back at the end and swap).
+    pub fn undo_key(&self, key: &Val, before: Option<(usize, Val)>) {
+        let mut entries = self.entries.lock();
+        match before {
+            None => {
+                entries.swap_remove(key);
+            }
+            Some((index, value)) => match entries.get_mut(key) {
+                Some(now) => *now = value,
+                None => {
+                    let (last, _) = entries.insert_full(key.clone(), value);
+                    if index < last {
+                        entries.swap_indices(index, last);
+                    }
+                }
+            },
+        }
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }
