@@ -14,10 +14,11 @@
 //! value, namespace, array); locks, semaphores, queues and the like take
 //! part by being opened, deleted or read. Saving copies the object, so a
 //! change costs in proportion to the size of the object, except the
-//! commonest: a change to one key of a dict (set, remove, setdefault,
-//! compare-and-swap, fetch-add) notes only that key's place and value
-//! (a batch of two sets into a dict of 1,000,000 entries took 156 ms,
-//! holding every other call back, when it copied the dict).
+//! commonest, which are undone step by step instead (`Step`): a change
+//! to one key of a dict (set, remove, setdefault, compare-and-swap,
+//! fetch-add) notes only that key's place and value, an append to a list
+//! the list's length (a batch of two sets into a dict of 1,000,000 entries
+//! took 156 ms, holding every other call back, when it copied the dict).
 //!
 //! With a data dir, the batch is one log record holding its operations, so
 //! a crash never leaves half of it in the log.
@@ -105,9 +106,49 @@ struct Saved {
     contents: Option<pb::ObjectState>,
     /// The seq of its change feed.
     seq: u64,
-    /// Dict keys changed before `contents` was saved, in order, with their
-    /// place and value before (see `Dict::undo_key`).
-    keys: Vec<(Val, Option<(usize, Val)>)>,
+    /// Changes small enough to undo one by one, made before `contents` was
+    /// saved, in order.
+    steps: Vec<Step>,
+}
+
+/// How to undo one change without a copy of the object.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// A change to one dict key, which was at this place with this value
+    /// (or absent): see `Dict::undo_key`.
+    DictKey(Val, Option<(usize, Val)>),
+    /// Items appended to a list that had this many.
+    ListLen(usize),
+}
+
+/// The step that will undo `op` on `object`, if it is one of the changes
+/// undone without a copy: a change to one dict key (set, remove,
+/// setdefault, compare-and-swap, fetch-add), an append to a list. `None`
+/// for any other (the object is copied first), and `Some(None)` for one
+/// that will fail and so change nothing.
+fn step(object: &Object, op: &Op) -> Option<Option<Step>> {
+    match (object, op) {
+        (Object::Dict(d), _) => {
+            let key = match op {
+                Op::DictSet(o) => o.key.as_ref(),
+                Op::DictRemove(o) => o.key.as_ref(),
+                Op::DictSetDefault(o) => o.key.as_ref(),
+                Op::DictCompareAndSwap(o) => o.key.as_ref(),
+                Op::DictFetchAdd(o) => o.key.as_ref(),
+                _ => return None,
+            };
+            // A missing or invalid key fails the operation.
+            let key = key.and_then(|k| Val::from_wire(k.clone()).ok());
+            Some(key.map(|key| {
+                let was = d.key_state(&key);
+                Step::DictKey(key, was)
+            }))
+        }
+        (Object::List(l), Op::ListPush(_) | Op::ListExtend(_)) => {
+            Some(Some(Step::ListLen(l.len())))
+        }
+        _ => None,
+    }
 }
 
 /// Why `op` cannot be in an atomic batch, if it cannot.
@@ -266,7 +307,7 @@ impl Store {
                         object: o.clone(),
                         contents: None,
                         seq: o.feed().seq(),
-                        keys: Vec::new(),
+                        steps: Vec::new(),
                     })),
                 });
             // Contents are saved before the first change to the original
@@ -281,15 +322,9 @@ impl Store {
             {
                 continue;
             }
-            match (&saved.object.object, dict_key(kind)) {
-                (Object::Dict(d), Some(key)) => {
-                    // An invalid key fails the operation, which changes nothing.
-                    if let Ok(key) = Val::from_wire(key.clone()) {
-                        let was = d.key_state(&key);
-                        saved.keys.push((key, was));
-                    }
-                }
-                _ => saved.contents = Some(save_one(name.to_owned(), &saved.object, &|| 0)),
+            match step(&saved.object.object, kind) {
+                Some(step) => saved.steps.extend(step),
+                None => saved.contents = Some(save_one(name.to_owned(), &saved.object, &|| 0)),
             }
         }
     }
@@ -305,7 +340,7 @@ impl Store {
                 object: orig,
                 contents,
                 seq,
-                keys,
+                steps,
             } = *saved;
             if orig.watchable() {
                 // Its watchers saw nothing of the batch (held back): its feed
@@ -331,26 +366,18 @@ impl Store {
                     }
                 },
             };
-            // Changes to single keys came before the contents were saved.
-            if let Object::Dict(d) = &orig.object {
-                for (key, was) in keys.into_iter().rev() {
-                    d.undo_key(&key, was);
+            // The steps came before the contents were saved.
+            for step in steps.into_iter().rev() {
+                match (&orig.object, step) {
+                    (Object::Dict(d), Step::DictKey(key, was)) => d.undo_key(&key, was),
+                    (Object::List(l), Step::ListLen(len)) => l.truncate(len),
+                    (_, step) => {
+                        tracing::error!(name, ?step, "atomic batch: a step for another kind")
+                    }
                 }
             }
             self.objects.insert(name, orig);
         }
-    }
-}
-
-/// The key of a dict operation that changes that key alone.
-fn dict_key(op: &Op) -> Option<&pb::Value> {
-    match op {
-        Op::DictSet(o) => o.key.as_ref(),
-        Op::DictRemove(o) => o.key.as_ref(),
-        Op::DictSetDefault(o) => o.key.as_ref(),
-        Op::DictCompareAndSwap(o) => o.key.as_ref(),
-        Op::DictFetchAdd(o) => o.key.as_ref(),
-        _ => None,
     }
 }
 
@@ -380,7 +407,7 @@ fn keeps_contents(o: &Object) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{as_maybe, as_pair, open, s};
+    use super::super::testing::{as_maybe, as_pair, as_values, open, s};
     use super::super::val::Val;
     use super::*;
     use procshare_proto::Kind;
@@ -552,14 +579,71 @@ mod tests {
         };
         assert!(saved.contents.is_none(), "no copy of the dict");
         assert_eq!(
-            saved.keys,
-            vec![(s("a"), Some((0, Val::Int(1)))), (s("b"), None)]
+            saved.steps,
+            vec![
+                Step::DictKey(s("a"), Some((0, Val::Int(1)))),
+                Step::DictKey(s("b"), None)
+            ]
         );
         store.remember(&mut before, &op("d", Op::DictClear(pb::DictClear {})).1);
         let Some(Before::Present(saved)) = before.get("d") else {
             panic!("the dict was there")
         };
         assert!(saved.contents.is_some(), "a clear saves the contents");
+    }
+
+    #[tokio::test]
+    async fn undone_appends_leave_the_list_as_it_was_without_a_copy() {
+        let store = Store::new();
+        let push = |v: i64| {
+            op(
+                "l",
+                Op::ListPush(pb::ListPush {
+                    value: Some(Val::Int(v).to_wire()),
+                }),
+            )
+        };
+        let extend = |vs: &[i64]| {
+            op(
+                "l",
+                Op::ListExtend(pb::ListExtend {
+                    values: vs.iter().map(|v| Val::Int(*v).to_wire()).collect(),
+                }),
+            )
+        };
+        let snapshot = || op("l", Op::ListSnapshot(pb::ListSnapshot {}));
+        store
+            .apply_atomic(vec![op("l", open(Kind::List)), push(1), push(2)])
+            .await
+            .unwrap();
+        let mut before = HashMap::new();
+        store.remember(&mut before, &push(3).1);
+        store.remember(&mut before, &extend(&[4, 5]).1);
+        let Some(Before::Present(saved)) = before.get("l") else {
+            panic!("the list was there")
+        };
+        assert!(saved.contents.is_none(), "no copy of the list");
+        assert_eq!(saved.steps, vec![Step::ListLen(2), Step::ListLen(2)]);
+        let set = op(
+            "l",
+            Op::ListSet(pb::ListSet {
+                index: 0,
+                value: Some(Val::Int(9).to_wire()),
+            }),
+        );
+        let missing = op("missing", Op::ListLen(pb::ListLen {}));
+        for batch in [
+            vec![push(3), extend(&[4, 5]), push(6), missing.clone()],
+            vec![push(3), set.clone(), extend(&[4]), missing.clone()],
+        ] {
+            let out = store.apply_atomic(batch).await.unwrap();
+            assert!(out.iter().all(Result::is_err));
+            let items = store
+                .apply(&Caller::new("t", ""), snapshot().1)
+                .await
+                .unwrap();
+            assert_eq!(as_values(items), vec![Val::Int(1), Val::Int(2)]);
+        }
     }
 
     #[tokio::test]

@@ -168,6 +168,17 @@ impl List {
         *self.items.lock() = saved.items.into_inner();
     }
 
+    /// How many items: what an atomic batch notes before appending, to
+    /// undo it with [`List::truncate`] instead of copying the list.
+    pub fn len(&self) -> usize {
+        self.items.lock().len()
+    }
+
+    /// Drops the items past the first `len` (undoes appends).
+    pub fn truncate(&self, len: usize) {
+        self.items.lock().truncate(len);
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }
