@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use procshare_proto::{self as pb, procshare_client::ProcshareClient, response::Outcome};
+use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -32,6 +33,10 @@ use crate::stream::Mux;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 flow-control window of a stream, in bytes.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// The largest request sent over the session stream: a server's default
+/// `--max-message-bytes`, less the gRPC frame header.
+const STREAM_REQUEST_BYTES: usize = 4 * 1024 * 1024 - 5;
 /// Default interval of the client's HTTP/2 keepalive pings.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Default time a keepalive ping may go unanswered before the connection is
@@ -350,7 +355,13 @@ impl Connection {
             };
             Error::Unavailable(format!("cannot connect to {url}: {chain}{hint}"))
         })?;
-        let client = ProcshareClient::with_interceptor(channel, credentials);
+        // The server bounds what it sends (`--max-message-bytes`, and
+        // answers too large to send are refused one by one): tonic's own 4
+        // MiB default would turn a larger answer from a server configured
+        // for it into a broken connection.
+        let client = ProcshareClient::with_interceptor(channel, credentials)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let mut conn = Connection {
             mux: (!o.unary).then(|| Arc::new(Mux::new(client.clone()))),
             client,
@@ -586,7 +597,11 @@ impl Connection {
     /// Sends one request over the stream, or as a unary call. (A copy: the
     /// caller keeps the request for a retry.)
     async fn send(&self, request: &pb::Request) -> Result<pb::Response> {
-        if let Some(mux) = self.mux.as_ref().filter(|m| m.usable()) {
+        // A request larger than a server takes (4 MiB by default) would
+        // break the session stream, failing every call on it: as a unary
+        // call, it is refused alone.
+        let mux = self.mux.as_ref().filter(|m| m.usable());
+        if let Some(mux) = mux.filter(|_| request.encoded_len() <= STREAM_REQUEST_BYTES) {
             let status_error = |s| self.call_error(s);
             if let Some(r) = mux.call(request.clone(), &status_error).await? {
                 return Ok(r);

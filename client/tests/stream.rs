@@ -144,3 +144,58 @@ async fn a_server_restart_breaks_the_stream_and_calls_go_on_over_a_new_one() {
     let v = m.value::<i64>("v", &1).await.unwrap();
     assert_eq!(v.get().await.unwrap(), 1);
 }
+
+/// A dict whose `items()` answer is about 6.7 MB encoded.
+async fn fill_large(d: &procshare::DictProxy<i64, String>) {
+    let v = "x".repeat(100);
+    for chunk in 0..60 {
+        let items: Vec<(i64, String)> = (0..1000).map(|i| (chunk * 1000 + i, v.clone())).collect();
+        d.update(items).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_fails_alone_and_the_stream_goes_on() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let q = m.queue::<i64>("q", 0).await.unwrap();
+    let getter = tokio::spawn({
+        let q = q.clone();
+        async move { q.get().await }
+    });
+    wait_for_waiters(&m, "q", 1).await;
+    let d = m.dict::<i64, String>("big").await.unwrap();
+    fill_large(&d).await;
+    // An answer over the server's --max-message-bytes (4 MiB): refused on
+    // its own, with the flag named (it used to break the stream, and the
+    // call was retried until its deadline, then UNAVAILABLE).
+    match d.items().await {
+        Err(Error::ResourceExhausted(why)) => assert!(why.contains("--max-message-bytes"), "{why}"),
+        other => panic!(
+            "expected ResourceExhausted, got {:?}",
+            other.map(|i| i.len())
+        ),
+    }
+    // A request over it: refused on its own too, and nothing applied.
+    let v = "y".repeat(100);
+    let too_big: Vec<(i64, String)> = (100_000..150_000).map(|i| (i, v.clone())).collect();
+    match d.update(too_big).await {
+        Err(Error::OutOfRange(why)) => assert!(why.contains("too large"), "{why}"),
+        other => panic!("expected OutOfRange, got {other:?}"),
+    }
+    assert_eq!(d.len().await.unwrap(), 60_000);
+    assert!(!getter.is_finished());
+    q.put(7).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, getter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), 7);
+
+    // A server that sends larger messages: the client takes them.
+    let roomy = Server::start_with(&["--max-message-bytes", "16777216"]);
+    let m = Manager::connect(&roomy.url()).await.unwrap();
+    let d = m.dict::<i64, String>("big").await.unwrap();
+    fill_large(&d).await;
+    assert_eq!(d.items().await.unwrap().len(), 60_000);
+}

@@ -482,6 +482,8 @@ fn resolve_with_env(
             ),
             service_defaults.max_value_bytes,
         )?,
+        // Set from --max-message-bytes where the service is built.
+        max_reply_bytes: service_defaults.max_reply_bytes,
         fault_drop_replies: args.fault_drop_replies.unwrap_or(0),
     };
     let settings = Settings {

@@ -26,6 +26,11 @@ pub struct ServiceLimits {
     pub max_waiters: usize,
     /// Largest operation (its values and keys), encoded, in bytes.
     pub max_value_bytes: usize,
+    /// Largest answer to a read, encoded, in bytes: the server's
+    /// `--max-message-bytes` less room for the response around it. A larger
+    /// one is refused on its own, where sending it would break the
+    /// connection's session stream and every call in flight on it.
+    pub max_reply_bytes: usize,
     /// Testing only: every Nth mutation is applied but its reply is replaced
     /// by UNAVAILABLE, as if the reply were lost (0: never).
     pub fault_drop_replies: u64,
@@ -36,10 +41,15 @@ impl Default for ServiceLimits {
         ServiceLimits {
             max_waiters: 100_000,
             max_value_bytes: 1024 * 1024,
+            max_reply_bytes: 4 * 1024 * 1024 - REPLY_ROOM,
             fault_drop_replies: 0,
         }
     }
 }
+
+/// Bytes of a response around its answer (request id, outcome, framing),
+/// with room to spare.
+pub const REPLY_ROOM: usize = 256;
 
 /// The service as tonic sees it: a handle on the [`Core`], which the
 /// session stream's spawned tasks share.
@@ -104,6 +114,21 @@ impl Core {
         Ok(guard)
     }
 
+    /// Refuses `result` if it is too large to send (a read: nothing was
+    /// changed, so it is refused whole), where sending it would break the
+    /// stream it goes on, and every call in flight there.
+    fn check_reply(&self, result: &pb::OpResult) -> Result<(), StoreError> {
+        let size = result.encoded_len();
+        if size > self.limits.max_reply_bytes {
+            return Err(StoreError::ResourceExhausted(format!(
+                "the answer is {size} bytes; this server sends at most {} \
+                 (--max-message-bytes): read it in parts (keys, then get; a range of a list)",
+                self.limits.max_reply_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs one operation for `caller`: limits, de-duplication of a retried
     /// mutation, cancellation when the server stops or the session ends.
     pub(super) async fn run(
@@ -118,7 +143,11 @@ impl Core {
             return Err(StoreError::InvalidArgument("op has no kind".into()));
         };
         match kind {
-            Op::Sessions(_) => return Ok(self.sessions.describe()),
+            Op::Sessions(_) => {
+                let sessions = self.sessions.describe();
+                self.check_reply(&sessions)?;
+                return Ok(sessions);
+            }
             Op::Stats(_) => {
                 // The store's figures, plus the service's own.
                 let mut stats = self.store.apply(caller, op).await?;
@@ -140,6 +169,7 @@ impl Core {
                         });
                     }
                 }
+                self.check_reply(&stats)?;
                 return Ok(stats);
             }
             _ => {}
@@ -151,7 +181,8 @@ impl Core {
                 self.limits.max_value_bytes
             )));
         }
-        let attempt = match session.filter(|_| request_id != 0 && !is_read_only(kind)) {
+        let read = is_read_only(kind);
+        let attempt = match session.filter(|_| request_id != 0 && !read) {
             None => None,
             Some(s) => match s.begin(request_id) {
                 Begin::New(a) => Some(a),
@@ -184,10 +215,21 @@ impl Core {
             // for the log is bounded by the log, not by a client).
             self.store.apply(caller, op).await
         };
-        if let Some(a) = attempt {
-            a.finish(&outcome);
+        match attempt {
+            Some(a) => {
+                a.finish(&outcome);
+                outcome
+            }
+            // Only a read's answer can be large (a changed value is bounded
+            // by --max-value-bytes).
+            None if read => {
+                if let Ok(r) = &outcome {
+                    self.check_reply(r)?;
+                }
+                outcome
+            }
+            None => outcome,
         }
-        outcome
     }
 
     /// Testing only: whether to pretend this mutation's reply was lost.

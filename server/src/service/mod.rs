@@ -118,7 +118,9 @@ fn routes(
     let auth = Auth::new(config.token.clone());
     let sessions = Sessions::new(store.clone(), config.sessions.clone());
     sessions.spawn_reaper(cancel.clone());
-    let service = grpc::Service::new(store, sessions, config.limits.clone(), cancel);
+    let mut limits = config.limits.clone();
+    limits.max_reply_bytes = config.max_message_bytes.saturating_sub(grpc::REPLY_ROOM);
+    let service = grpc::Service::new(store, sessions, limits, cancel);
     let procshare = ProcshareServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
