@@ -191,7 +191,7 @@ pub async fn batched_worker(a: &WorkerArgs) -> Result<()> {
                                 kind: Some(kind),
                             }),
                             task_id: String::new(),
-                            cancel: false,
+                            ..Default::default()
                         }
                     })
                     .collect();

@@ -26,6 +26,7 @@ use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
+use crate::request_ids::RequestIds;
 use crate::session::{self, Session, SessionCalls};
 use crate::stream::Mux;
 
@@ -142,7 +143,7 @@ pub(crate) struct Connection {
     /// without sessions, where `client_id` is the owner.
     session: Option<Arc<Session<GrpcSessionCalls>>>,
     client_id: Arc<str>,
-    next_request: Arc<AtomicU64>,
+    requests: Arc<RequestIds>,
     call_timeout: Duration,
     url: Arc<str>,
     /// Does the channel speak TLS? (A refused handshake then gets a message
@@ -367,7 +368,7 @@ impl Connection {
             client,
             session: None,
             client_id: new_client_id().into(),
-            next_request: Arc::new(AtomicU64::new(1)),
+            requests: Arc::new(RequestIds::new()),
             call_timeout: o.call_timeout,
             url: url.into(),
             tls: scheme == Scheme::Https,
@@ -525,9 +526,12 @@ impl Connection {
         op: pb::op::Kind,
         deadline: Deadline,
     ) -> Result<pb::OpResult> {
+        // Open until this call is over, retries included.
+        let id = self.requests.open(1);
         let mut request = pb::Request {
             client_id: self.client_id().to_string(),
-            request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+            request_id: id.first,
+            answered_below: id.answered_below,
             op: Some(pb::Op {
                 name: name.to_owned(),
                 kind: Some(op),
@@ -624,12 +628,14 @@ impl Connection {
         ops: Vec<(String, String, pb::op::Kind)>,
         atomic: bool,
     ) -> Result<Vec<Result<pb::OpResult>>> {
+        let ids = self.requests.open(ops.len() as u64);
         let mut batch = pb::BatchRequest {
             client_id: self.client_id().to_string(),
             requests: ops
                 .into_iter()
-                .map(|(name, task_id, kind)| pb::Request {
-                    request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+                .zip(ids.first..)
+                .map(|((name, task_id, kind), request_id)| pb::Request {
+                    request_id,
                     op: Some(pb::Op {
                         name,
                         kind: Some(kind),

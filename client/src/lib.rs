@@ -31,6 +31,7 @@ mod connection;
 mod error;
 mod manager;
 mod proxy;
+mod request_ids;
 mod session;
 mod stream;
 pub mod value;

@@ -12,7 +12,10 @@
 //! forgotten, but not the fact that its request was applied: a retry of it
 //! gets [`StoreError::AnswerLost`] instead of the operation a second time.
 //! Retries come right after a connection broke, for the calls that were in
-//! flight: the newest answers are the ones worth keeping.
+//! flight: the newest answers are the ones worth keeping. And a client says
+//! which answers it has (`answered_below` in each request): those are
+//! forgotten at once, so a client that waits for each answer leaves at most
+//! its last one here.
 
 use std::collections::VecDeque;
 
@@ -178,6 +181,23 @@ impl Answers {
         waiting
     }
 
+    /// Forgets the larger answers of requests below `id`, which the client
+    /// says it has (it will not retry them).
+    pub fn forget_below(&mut self, id: u64) {
+        while let Some(&(oldest, bytes)) = self.large.front() {
+            if oldest >= id {
+                return;
+            }
+            self.large.pop_front();
+            if matches!(self.get_mut(oldest), Some(Slot::Done(..))) {
+                let i = self.index(oldest);
+                self.slots[i] = None;
+                self.kept_bytes -= bytes;
+                self.large_bytes -= bytes;
+            }
+        }
+    }
+
     /// Forgets the oldest larger answers until the rest fit the budget.
     fn fit(&mut self) {
         loop {
@@ -291,6 +311,24 @@ mod tests {
         assert!(a.large.len() <= RECENT + 1, "stale entries are dropped");
         a.remove(3 * RECENT as u64 - 1);
         assert_eq!(a.kept_bytes(), (RECENT - 1) * one);
+    }
+
+    #[test]
+    fn answers_the_client_has_are_forgotten() {
+        let mut a = Answers::new(1 << 20);
+        let big = answer(5_000);
+        for id in 1..=4 {
+            run(&mut a, id, &big);
+        }
+        run(&mut a, 5, &answer(5));
+        a.forget_below(3);
+        assert!(a.get_mut(1).is_none() && a.get_mut(2).is_none());
+        assert!(kept(&mut a, 3) && kept(&mut a, 4) && kept(&mut a, 5));
+        let one = answer_bytes(&big);
+        assert_eq!(a.kept_bytes(), 2 * one + answer_bytes(&answer(5)));
+        a.forget_below(100);
+        assert!(kept(&mut a, 5), "small answers are left to the ring");
+        assert_eq!(a.kept_bytes(), answer_bytes(&answer(5)));
     }
 
     #[test]

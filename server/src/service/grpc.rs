@@ -337,6 +337,7 @@ impl Procshare for Service {
             request_id,
             op,
             task_id,
+            answered_below,
             ..
         } = request.into_inner();
         let caller = caller(client_id, task_id)?;
@@ -344,6 +345,9 @@ impl Procshare for Service {
             .sessions
             .resolve(&caller.client_id)
             .map_err(|e| to_status(&e))?;
+        if let Some(s) = &session {
+            s.answered_below(answered_below);
+        }
         let mutates = mutates(op.as_ref());
         match self.run(&caller, session.as_deref(), request_id, op).await {
             Ok(_) if self.drop_reply(mutates) => Err(Status::unavailable(

@@ -130,6 +130,14 @@ impl Session {
         self.ttl
     }
 
+    /// The client has the answers of its requests below `id`: they need
+    /// not be kept for a retry.
+    pub fn answered_below(&self, id: u64) {
+        if id > 1 {
+            self.recent.lock().forget_below(id);
+        }
+    }
+
     /// Bytes of answers kept for retries.
     pub fn kept_answer_bytes(&self) -> usize {
         self.recent.lock().kept_bytes()

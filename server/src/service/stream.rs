@@ -206,10 +206,16 @@ fn check(sessions: &mut Resolver, r: pb::Request) -> (u64, Checked, Option<pb::O
         request_id,
         op,
         task_id,
+        answered_below,
         ..
     } = r;
-    let checked = checked_caller(client_id, task_id)
-        .and_then(|caller| Ok((sessions.resolve(&caller.client_id)?, caller)));
+    let checked = checked_caller(client_id, task_id).and_then(|caller| {
+        let session = sessions.resolve(&caller.client_id)?;
+        if let Some(s) = &session {
+            s.answered_below(answered_below);
+        }
+        Ok((session, caller))
+    });
     (request_id, checked, op)
 }
 
