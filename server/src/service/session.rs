@@ -80,7 +80,7 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     pub fn finish(mut self, outcome: &Outcome) {
         self.finished = true;
-        // None wait if its slot was taken over meanwhile (`RECENT` newer
+        // Nobody waits if its slot was taken over meanwhile (`RECENT` newer
         // mutations began).
         let waiting = self.session.recent.lock().finish(self.request_id, outcome);
         for w in waiting {
