@@ -8,6 +8,36 @@ use std::collections::HashSet;
 use common::{signal, spawn_cli_child, wait_for_waiters, Server, DEADLINE};
 use procshare::{Error, Manager};
 
+/// A `get` on queue "q" over `m`'s stream, blocked on the server.
+async fn blocked_get(
+    m: &Manager,
+) -> (
+    procshare::QueueProxy<i64>,
+    tokio::task::JoinHandle<procshare::Result<i64>>,
+) {
+    let q = m.queue::<i64>("q", 0).await.unwrap();
+    let getter = tokio::spawn({
+        let q = q.clone();
+        async move { q.get().await }
+    });
+    wait_for_waiters(m, "q", 1).await;
+    (q, getter)
+}
+
+/// Checks the blocked `get` is still waiting, then that it takes a put.
+async fn unblock(
+    q: &procshare::QueueProxy<i64>,
+    getter: tokio::task::JoinHandle<procshare::Result<i64>>,
+) {
+    assert!(!getter.is_finished());
+    q.put(7).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, getter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), 7);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_over_one_stream_each_get_their_own_answer() {
     let s = Server::start();
@@ -44,25 +74,14 @@ async fn concurrent_calls_over_one_stream_each_get_their_own_answer() {
 async fn a_blocked_call_does_not_hold_up_the_others_on_the_stream() {
     let s = Server::start();
     let m = Manager::connect(&s.url()).await.unwrap();
-    let q = m.queue::<i64>("q", 0).await.unwrap();
-    let getter = tokio::spawn({
-        let q = q.clone();
-        async move { q.get().await }
-    });
-    wait_for_waiters(&m, "q", 1).await;
+    let (q, getter) = blocked_get(&m).await;
     // The same manager, so the same stream, while the get waits.
     let v = m.value::<i64>("v", &0).await.unwrap();
     for _ in 0..100 {
         v.fetch_add(1).await.unwrap();
     }
     assert_eq!(v.get().await.unwrap(), 100);
-    assert!(!getter.is_finished());
-    q.put(7).await.unwrap();
-    let got = tokio::time::timeout(DEADLINE, getter)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.unwrap(), 7);
+    unblock(&q, getter).await;
 }
 
 #[tokio::test]
@@ -158,12 +177,7 @@ async fn fill_large(d: &procshare::DictProxy<i64, String>) {
 async fn a_message_too_large_fails_alone_and_the_stream_goes_on() {
     let s = Server::start();
     let m = Manager::connect(&s.url()).await.unwrap();
-    let q = m.queue::<i64>("q", 0).await.unwrap();
-    let getter = tokio::spawn({
-        let q = q.clone();
-        async move { q.get().await }
-    });
-    wait_for_waiters(&m, "q", 1).await;
+    let (q, getter) = blocked_get(&m).await;
     let d = m.dict::<i64, String>("big").await.unwrap();
     fill_large(&d).await;
     // An answer over the server's --max-message-bytes (4 MiB): refused on
@@ -184,13 +198,7 @@ async fn a_message_too_large_fails_alone_and_the_stream_goes_on() {
         other => panic!("expected OutOfRange, got {other:?}"),
     }
     assert_eq!(d.len().await.unwrap(), 60_000);
-    assert!(!getter.is_finished());
-    q.put(7).await.unwrap();
-    let got = tokio::time::timeout(DEADLINE, getter)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.unwrap(), 7);
+    unblock(&q, getter).await;
 
     // A server that sends larger messages: the client takes them.
     let roomy = Server::start_with(&["--max-message-bytes", "16777216"]);

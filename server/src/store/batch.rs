@@ -564,6 +564,14 @@ mod tests {
         }
     }
 
+    /// What the batch noted of `name`, which was there before it.
+    fn noted<'a>(before: &'a HashMap<String, Before>, name: &str) -> &'a Saved {
+        match before.get(name) {
+            Some(Before::Present(saved)) => saved,
+            _ => panic!("{name:?} was there before the batch"),
+        }
+    }
+
     #[tokio::test]
     async fn a_change_to_one_key_notes_the_key_not_the_dict() {
         let store = Store::new();
@@ -574,9 +582,7 @@ mod tests {
         let mut before = HashMap::new();
         store.remember(&mut before, &op("d", set("a", 2)).1);
         store.remember(&mut before, &op("d", set("b", 2)).1);
-        let Some(Before::Present(saved)) = before.get("d") else {
-            panic!("the dict was there")
-        };
+        let saved = noted(&before, "d");
         assert!(saved.contents.is_none(), "no copy of the dict");
         assert_eq!(
             saved.steps,
@@ -586,9 +592,7 @@ mod tests {
             ]
         );
         store.remember(&mut before, &op("d", Op::DictClear(pb::DictClear {})).1);
-        let Some(Before::Present(saved)) = before.get("d") else {
-            panic!("the dict was there")
-        };
+        let saved = noted(&before, "d");
         assert!(saved.contents.is_some(), "a clear saves the contents");
     }
 
@@ -619,9 +623,7 @@ mod tests {
         let mut before = HashMap::new();
         store.remember(&mut before, &push(3).1);
         store.remember(&mut before, &extend(&[4, 5]).1);
-        let Some(Before::Present(saved)) = before.get("l") else {
-            panic!("the list was there")
-        };
+        let saved = noted(&before, "l");
         assert!(saved.contents.is_none(), "no copy of the list");
         assert_eq!(saved.steps, vec![Step::ListLen(2), Step::ListLen(2)]);
         let set = op(
