@@ -18,17 +18,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use procshare_proto::{self as pb, procshare_client::ProcshareClient, response::Outcome};
-use prost::Message;
+use prost::bytes::Bytes;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::encode;
 use crate::error::{Error, Result};
 use crate::request_ids::RequestIds;
 use crate::session::{self, Session, SessionCalls};
-use crate::stream::Mux;
+use crate::stream::{Answer, Mux};
 
 /// How long a call may take when it does not wait on purpose.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +44,12 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Default time a keepalive ping may go unanswered before the connection is
 /// considered dead.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a connection's session stream checks its calls' deadlines:
+/// a call fails at most this long after its deadline.
+fn deadline_tick(call_timeout: Duration) -> Duration {
+    (call_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
 
 /// The deadline of one call.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +83,9 @@ impl Interceptor for Credentials {
 }
 
 pub(crate) type Client = ProcshareClient<InterceptedService<Channel, Credentials>>;
+/// The same channel, for calls whose requests are already encoded
+/// ([`crate::encode`]).
+pub(crate) type Raw = tonic::client::Grpc<InterceptedService<Channel, Credentials>>;
 
 /// The session calls, made on the connection's client.
 #[derive(Clone)]
@@ -139,6 +149,7 @@ impl SessionCalls for GrpcSessionCalls {
 #[derive(Clone)]
 pub(crate) struct Connection {
     client: Client,
+    raw: Raw,
     /// The session that owns this client's locks; `None` against a server
     /// without sessions, where `client_id` is the owner.
     session: Option<Arc<Session<GrpcSessionCalls>>>,
@@ -360,12 +371,19 @@ impl Connection {
         // answers too large to send are refused one by one): tonic's own 4
         // MiB default would turn a larger answer from a server configured
         // for it into a broken connection.
+        let raw = Raw::new(InterceptedService::new(
+            channel.clone(),
+            credentials.clone(),
+        ))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
         let client = ProcshareClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut conn = Connection {
-            mux: (!o.unary).then(|| Arc::new(Mux::new(client.clone()))),
+            mux: (!o.unary).then(|| Arc::new(Mux::new(raw.clone(), deadline_tick(o.call_timeout)))),
             client,
+            raw,
             session: None,
             client_id: new_client_id().into(),
             requests: Arc::new(RequestIds::new()),
@@ -528,17 +546,19 @@ impl Connection {
     ) -> Result<pb::OpResult> {
         // Open until this call is over, retries included.
         let id = self.requests.open(1);
-        let mut request = pb::Request {
-            client_id: self.client_id().to_string(),
-            request_id: id.first,
-            answered_below: id.answered_below,
-            op: Some(pb::Op {
-                name: name.to_owned(),
-                kind: Some(op),
-            }),
-            task_id: task.to_owned(),
-            ..Default::default()
+        let encode = |client_id: &str| {
+            encode::Parts {
+                client_id,
+                request_id: id.first,
+                answered_below: id.answered_below,
+                name,
+                task_id: task,
+                op: &op,
+            }
+            .encode()
         };
+        let mut client_id = self.client_id();
+        let mut request = encode(&client_id);
         let limit = self.limit(deadline);
         // One clock read per call: the deadline is a point in time, and the
         // time left is only worked out again after a failure.
@@ -546,7 +566,7 @@ impl Connection {
         let mut backoff = Duration::from_millis(20);
         let mut reopened = false;
         loop {
-            match self.attempt(&request, due).await {
+            match self.attempt(id.first, &request, due).await {
                 Err(Error::Unavailable(why))
                     if due.is_none_or(|d| {
                         d.saturating_duration_since(tokio::time::Instant::now()) > backoff
@@ -560,8 +580,9 @@ impl Connection {
                     let Some(s) = &self.session else {
                         return Err(Error::SessionExpired(why));
                     };
-                    s.reopen(&request.client_id).await?;
-                    request.client_id = s.id().to_string();
+                    s.reopen(&client_id).await?;
+                    client_id = s.id();
+                    request = encode(&client_id);
                     reopened = true;
                 }
                 other => return other,
@@ -572,22 +593,11 @@ impl Connection {
     /// One try of a call, answered by `due` (`None`: no limit).
     async fn attempt(
         &self,
-        request: &pb::Request,
+        id: u64,
+        request: &Bytes,
         due: Option<tokio::time::Instant>,
     ) -> Result<pb::OpResult> {
-        let call = self.send(request);
-        let reply = match due {
-            None => call.await?,
-            Some(due) => match tokio::time::timeout_at(due, call).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(Error::Timeout(format!(
-                        "no answer from {} within the call's deadline",
-                        self.url
-                    )))
-                }
-            },
-        };
+        let reply = self.send(id, request, due).await?;
         match reply.outcome {
             Some(Outcome::Ok(result)) => Ok(result),
             Some(Outcome::Error(e)) => Err(Error::from_kind(
@@ -598,25 +608,41 @@ impl Connection {
         }
     }
 
-    /// Sends one request over the stream, or as a unary call. (A copy: the
-    /// caller keeps the request for a retry.)
-    async fn send(&self, request: &pb::Request) -> Result<pb::Response> {
+    /// Sends the encoded request `id` over the stream, or as a unary call,
+    /// and waits for the answer until `due`. (The caller keeps the bytes
+    /// for a retry.)
+    async fn send(
+        &self,
+        id: u64,
+        request: &Bytes,
+        due: Option<tokio::time::Instant>,
+    ) -> Result<pb::Response> {
+        let timed_out = || {
+            Error::Timeout(format!(
+                "no answer from {} within the call's deadline",
+                self.url
+            ))
+        };
         // A request larger than a server takes (4 MiB by default) would
         // break the session stream, failing every call on it: as a unary
         // call, it is refused alone.
         let mux = self.mux.as_ref().filter(|m| m.usable());
-        if let Some(mux) = mux.filter(|_| request.encoded_len() <= STREAM_REQUEST_BYTES) {
+        if let Some(mux) = mux.filter(|_| request.len() <= STREAM_REQUEST_BYTES) {
             let status_error = |s| self.call_error(s);
-            if let Some(r) = mux.call(request.clone(), &status_error).await? {
-                return Ok(r);
+            match mux.call(id, request.clone(), due, &status_error).await? {
+                Some(Answer::Response(r)) => return Ok(r),
+                Some(Answer::Expired) => return Err(timed_out()),
+                None => {}
             }
         }
-        let mut client = self.client.clone();
-        let reply = client
-            .execute(request.clone())
-            .await
-            .map_err(|s| self.call_error(s))?;
-        Ok(reply.into_inner())
+        let call = encode::execute(self.raw.clone(), request.clone());
+        let reply = match due {
+            None => call.await,
+            Some(due) => tokio::time::timeout_at(due, call)
+                .await
+                .map_err(|_| timed_out())?,
+        };
+        reply.map_err(|s| self.call_error(s))
     }
 
     /// Applies several operations with one `Batch` call; with `atomic`, as

@@ -28,6 +28,7 @@
 mod batch;
 pub mod blocking;
 mod connection;
+mod encode;
 mod error;
 mod manager;
 mod proxy;

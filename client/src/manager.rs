@@ -209,7 +209,20 @@ impl ManagerBuilder {
     }
 
     /// The deadline of a call that does not wait on purpose (default 30 s).
-    /// A blocking call with a timeout gets its timeout plus this.
+    /// A blocking call with a timeout gets its timeout plus this. On the
+    /// session stream, deadlines are checked every eighth of this (at least
+    /// 10 ms, at most 1 s), so a call fails with [`Error::Timeout`] up to
+    /// that much after its deadline.
+    ///
+    /// ```no_run
+    /// # async fn f() -> procshare::Result<()> {
+    /// let m = procshare::Manager::builder()
+    ///     .url("http://127.0.0.1:50051")
+    ///     .call_timeout(std::time::Duration::from_secs(5))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self

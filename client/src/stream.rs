@@ -16,41 +16,125 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use procshare_proto as pb;
-use tokio::sync::{mpsc, oneshot};
+use prost::bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::connection::Client;
+use crate::connection::Raw;
+use crate::encode;
 use crate::error::{Error, Result};
 
-/// Callers waiting for a response, by request id; `None` once the stream
-/// is broken (no one may wait on it any more).
-struct Waiting(Mutex<Option<HashMap<u64, oneshot::Sender<pb::Response>>>>);
+/// What a caller waiting on the stream gets.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Response(pb::Response),
+    /// The call's deadline passed first.
+    Expired,
+}
+
+/// A caller waiting for its response.
+struct Caller {
+    due: Option<Instant>,
+    tx: oneshot::Sender<Answer>,
+}
+
+type Calls = HashMap<u64, Caller>;
+
+/// Callers waiting for a response, by request id, and their deadlines.
+///
+/// The deadlines are checked by a sweep every `tick`, not by a timer per
+/// call (arming and disarming a tokio timer for every call was ~600
+/// instructions of ~23,000). A call fails at most a tick after its
+/// deadline. While no call with a deadline waits, the sweep pauses (an
+/// idle client never wakes up); the caller that ends such a pause wakes
+/// it.
+struct Waiting {
+    /// `None` once the stream is broken (no one may wait on it any more).
+    calls: Mutex<Option<Calls>>,
+    /// Whether the sweep is ticking; cleared by the sweep when it pauses.
+    ticking: AtomicBool,
+    /// Ends a pause.
+    wake: Notify,
+}
 
 impl Waiting {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<pb::Response>>>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn new() -> Self {
+        Waiting {
+            calls: Mutex::new(Some(HashMap::new())),
+            ticking: AtomicBool::new(true),
+            wake: Notify::new(),
+        }
     }
 
-    fn register(&self, id: u64) -> Option<oneshot::Receiver<pb::Response>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Calls>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, id: u64, due: Option<Instant>) -> Option<oneshot::Receiver<Answer>> {
         let (tx, rx) = oneshot::channel();
-        self.lock().as_mut()?.insert(id, tx);
+        self.lock().as_mut()?.insert(id, Caller { due, tx });
+        if due.is_some()
+            && !self.ticking.load(Ordering::SeqCst)
+            && !self.ticking.swap(true, Ordering::SeqCst)
+        {
+            self.wake.notify_one();
+        }
         Some(rx)
     }
 
-    fn take(&self, id: u64) -> Option<oneshot::Sender<pb::Response>> {
-        self.lock().as_mut()?.remove(&id)
+    fn take(&self, id: u64) -> Option<oneshot::Sender<Answer>> {
+        Some(self.lock().as_mut()?.remove(&id)?.tx)
+    }
+
+    /// Fails the callers whose deadline is past `now`; tells whether any
+    /// caller with a deadline is left.
+    fn expire(&self, now: Instant) -> bool {
+        let (expired, left) = {
+            let mut guard = self.lock();
+            let Some(calls) = guard.as_mut() else {
+                return false;
+            };
+            let ids: Vec<u64> = calls
+                .iter()
+                .filter(|(_, c)| c.due.is_some_and(|due| due <= now))
+                .map(|(&id, _)| id)
+                .collect();
+            let expired: Vec<Caller> = ids.iter().filter_map(|id| calls.remove(id)).collect();
+            (expired, calls.values().any(|c| c.due.is_some()))
+        };
+        for c in expired {
+            // The caller may have given up meanwhile: fine.
+            let _ = c.tx.send(Answer::Expired);
+        }
+        left
+    }
+
+    /// After a tick that found no deadline left: pauses the ticking, unless
+    /// a caller with a deadline came meanwhile. Returns whether to go on
+    /// ticking. (A caller that comes after the pause starts has found
+    /// `ticking` false and wakes the reader.)
+    fn pause(&self) -> bool {
+        self.ticking.store(false, Ordering::SeqCst);
+        let any_due = self
+            .lock()
+            .as_ref()
+            .is_some_and(|calls| calls.values().any(|c| c.due.is_some()));
+        // Taken back by us: go on. Taken by a caller: it has notified.
+        any_due && !self.ticking.swap(true, Ordering::SeqCst)
     }
 
     fn is_broken(&self) -> bool {
         self.lock().is_none()
     }
 
-    /// Fails every waiting caller (their receivers see the sender dropped).
+    /// Fails every waiting caller (their receivers see the sender dropped),
+    /// and ends the sweep.
     fn break_all(&self) {
         self.lock().take();
+        self.wake.notify_one();
     }
 
     #[cfg(test)]
@@ -61,18 +145,21 @@ impl Waiting {
 
 /// One open stream.
 struct Pipe {
-    requests: mpsc::UnboundedSender<pb::Request>,
+    /// Encoded requests ([`crate::encode`]).
+    requests: mpsc::UnboundedSender<Bytes>,
     waiting: Arc<Waiting>,
 }
 
 /// The connection's stream, opened on first use and again after a break.
 pub(crate) struct Mux {
-    client: Client,
+    raw: Raw,
     current: Arc<Slot>,
     /// One opening at a time, so concurrent first calls share one stream.
     opening: tokio::sync::Mutex<()>,
     /// The server has no session stream (an older one): use unary calls.
     unsupported: AtomicBool,
+    /// How often deadlines are checked while calls wait.
+    tick: Duration,
 }
 
 /// Where the open stream is kept.
@@ -93,19 +180,18 @@ impl Drop for Outstanding<'_> {
         if self.pipe.waiting.take(self.id).is_some() {
             // Still running on the server (a wait): end it there too, so
             // that it takes nothing for a caller who is gone.
-            let _ = self.pipe.requests.send(pb::Request {
-                request_id: self.id,
-                cancel: true,
-                ..Default::default()
-            });
+            let _ = self.pipe.requests.send(encode::cancel(self.id));
         }
     }
 }
 
 impl Mux {
-    pub fn new(client: Client) -> Self {
+    /// A stream on `raw` whose calls fail at most `tick` after their
+    /// deadline.
+    pub fn new(raw: Raw, tick: Duration) -> Self {
         Mux {
-            client,
+            raw,
+            tick,
             current: Arc::new(Mutex::new(None)),
             opening: tokio::sync::Mutex::new(()),
             unsupported: AtomicBool::new(false),
@@ -136,48 +222,75 @@ impl Mux {
             return Ok(Some(p));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut client = self.client.clone();
-        let responses = match client.session(UnboundedReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                tracing::debug!("the server has no session stream; using unary calls");
-                self.unsupported.store(true, Ordering::Relaxed);
-                return Ok(None);
-            }
-            Err(s) => return Err(status_error(s)),
-        };
-        let waiting = Arc::new(Waiting(Mutex::new(Some(HashMap::new()))));
+        let responses =
+            match encode::session(self.raw.clone(), UnboundedReceiverStream::new(rx)).await {
+                Ok(r) => r,
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::debug!("the server has no session stream; using unary calls");
+                    self.unsupported.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(s) => return Err(status_error(s)),
+            };
+        let waiting = Arc::new(Waiting::new());
         let pipe = Arc::new(Pipe {
             requests: tx,
             waiting: waiting.clone(),
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(pipe.clone());
-        tokio::spawn(read(responses, waiting, Arc::downgrade(&self.current)));
+        let slot = Arc::downgrade(&self.current);
+        tokio::spawn(sweep(waiting.clone(), self.tick));
+        tokio::spawn(read(responses, waiting, slot));
         Ok(Some(pipe))
     }
 
-    /// Sends `request` and waits for its response. `Ok(None)`: the server
-    /// has no session stream. A broken stream is UNAVAILABLE.
+    /// Sends the encoded request `id` and waits for its response until
+    /// `due` (`None`: no limit). `Ok(None)`: the server has no session
+    /// stream. A broken stream is UNAVAILABLE.
     pub async fn call(
         &self,
-        request: pb::Request,
+        id: u64,
+        request: Bytes,
+        due: Option<Instant>,
         status_error: &(dyn Fn(tonic::Status) -> Error + Sync),
-    ) -> Result<Option<pb::Response>> {
-        let Some(pipe) = self.pipe(status_error).await? else {
+    ) -> Result<Option<Answer>> {
+        let opening = self.pipe(status_error);
+        let pipe = match due {
+            None => opening.await?,
+            Some(due) => match tokio::time::timeout_at(due, opening).await {
+                Ok(pipe) => pipe?,
+                Err(_) => return Ok(Some(Answer::Expired)),
+            },
+        };
+        let Some(pipe) = pipe else {
             return Ok(None);
         };
-        let id = request.request_id;
         let broken = || Error::Unavailable("the session stream to the server broke".into());
-        let rx = pipe.waiting.register(id).ok_or_else(broken)?;
+        let rx = pipe.waiting.register(id, due).ok_or_else(broken)?;
         let mut outstanding = Outstanding {
             pipe: &pipe,
             id,
             answered: false,
         };
         pipe.requests.send(request).map_err(|_| broken())?;
-        let response = rx.await.map_err(|_| broken());
+        let answer = rx.await.map_err(|_| broken())?;
         outstanding.answered = true;
-        response.map(Some)
+        if let Answer::Expired = answer {
+            // Maybe still running on the server (a wait): end it there.
+            let _ = pipe.requests.send(encode::cancel(id));
+        }
+        Ok(Some(answer))
+    }
+}
+
+/// Every `tick` while callers with a deadline wait, fails those past it;
+/// pauses while there are none. Ends when the stream breaks.
+async fn sweep(waiting: Arc<Waiting>, tick: Duration) {
+    while !waiting.is_broken() {
+        tokio::time::sleep(tick).await;
+        if !waiting.expire(Instant::now()) && !waiting.pause() {
+            waiting.wake.notified().await;
+        }
     }
 }
 
@@ -195,7 +308,7 @@ async fn read(
             Ok(Some(r)) => {
                 if let Some(tx) = waiting.take(r.request_id) {
                     // The caller may have given up meanwhile: fine.
-                    let _ = tx.send(r);
+                    let _ = tx.send(Answer::Response(r));
                 }
             }
             Ok(None) => break,
@@ -223,12 +336,69 @@ mod tests {
 
     #[test]
     fn a_broken_map_takes_no_one_and_fails_everyone() {
-        let w = Waiting(Mutex::new(Some(HashMap::new())));
-        let mut rx = w.register(1).unwrap();
+        let w = Waiting::new();
+        let mut rx = w.register(1, None).unwrap();
         assert_eq!(w.len(), 1);
         w.break_all();
-        assert!(w.register(2).is_none());
+        assert!(w.register(2, None).is_none());
         assert!(rx.try_recv().is_err());
         assert_eq!(w.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_callers_past_their_deadline_expire() {
+        let w = Waiting::new();
+        let now = Instant::now();
+        let mut past = w.register(1, Some(now - Duration::from_millis(1))).unwrap();
+        let mut due_now = w.register(2, Some(now)).unwrap();
+        let mut later = w.register(3, Some(now + Duration::from_secs(60))).unwrap();
+        let mut never = w.register(4, None).unwrap();
+        assert!(w.expire(now), "a caller with a deadline is left");
+        assert!(matches!(past.try_recv(), Ok(Answer::Expired)));
+        assert!(matches!(due_now.try_recv(), Ok(Answer::Expired)));
+        assert!(later.try_recv().is_err());
+        assert!(never.try_recv().is_err());
+        assert_eq!(w.len(), 2);
+        assert!(w.take(3).is_some());
+        assert!(!w.expire(now), "only a caller without a deadline is left");
+        assert_eq!(w.len(), 1);
+    }
+
+    /// Waits (a bounded time) until `f` holds.
+    async fn until(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "condition not met in 10 s");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_pauses_when_no_deadline_waits_and_the_next_caller_wakes_it() {
+        let w = Arc::new(Waiting::new());
+        let task = tokio::spawn(sweep(w.clone(), Duration::from_millis(5)));
+        let mut never = w.register(1, None).unwrap();
+        until(|| !w.ticking.load(Ordering::SeqCst)).await;
+        let soon = w.register(2, Some(Instant::now() + Duration::from_millis(20)));
+        assert!(
+            w.ticking.load(Ordering::SeqCst),
+            "the caller woke the sweep"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), soon.unwrap())
+            .await
+            .expect("expired by the sweep")
+            .expect("not dropped");
+        assert!(matches!(answer, Answer::Expired));
+        until(|| !w.ticking.load(Ordering::SeqCst)).await;
+        assert!(
+            never.try_recv().is_err(),
+            "a call without deadline waits on"
+        );
+        w.break_all();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("a broken stream ends the sweep")
+            .unwrap();
     }
 }

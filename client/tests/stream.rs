@@ -207,3 +207,33 @@ async fn a_message_too_large_fails_alone_and_the_stream_goes_on() {
     fill_large(&d).await;
     assert_eq!(d.items().await.unwrap().len(), 60_000);
 }
+
+#[tokio::test]
+async fn a_call_to_a_stopped_server_fails_at_its_deadline_and_the_stream_goes_on() {
+    let s = Server::start();
+    let limit = std::time::Duration::from_millis(800);
+    let m = Manager::builder()
+        .url(s.url())
+        .call_timeout(limit)
+        .connect()
+        .await
+        .unwrap();
+    let v = m.value::<i64>("v", &0).await.unwrap();
+    v.set(&7).await.unwrap();
+    // Stopped, the server keeps its connections but answers nothing.
+    signal(s.pid(), "STOP");
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(DEADLINE, v.get()).await;
+    let took = started.elapsed();
+    signal(s.pid(), "CONT");
+    let err = r
+        .expect("the call ended on its own, by its deadline")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(took >= limit, "not before its deadline: {took:?}");
+    // The same stream carries the next call (and the server took the
+    // cancellation of the one that timed out).
+    assert_eq!(v.get().await.unwrap(), 7);
+    v.set(&8).await.unwrap();
+    assert_eq!(v.get().await.unwrap(), 8);
+}
