@@ -166,14 +166,22 @@ fn kept_answer_bytes(url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_get_whose_item_was_too_large_to_keep_fails_and_takes_nothing_more() {
+    retried_gets_of_items_too_large_to_keep("--session-answer-bytes").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_sessions_together_keep_answers_within_their_bound() {
+    // The session's own budget (2 MiB) would keep the 200 kB items; the
+    // bound of all sessions together does not.
+    retried_gets_of_items_too_large_to_keep("--max-kept-answer-bytes").await;
+}
+
+/// With answers over 100,000 bytes not kept (by `limit`), gets of a
+/// 200 kB item whose first reply was lost fail, and take nothing more.
+async fn retried_gets_of_items_too_large_to_keep(limit: &str) {
     // Every 2nd mutation's reply is dropped after it was applied: from the
     // second mutation on, every call's first reply is lost and it is retried.
-    let s = Server::start_with(&[
-        "--fault-drop-replies",
-        "2",
-        "--session-answer-bytes",
-        "100000",
-    ]);
+    let s = Server::start_with(&["--fault-drop-replies", "2", limit, "100000"]);
     let m = Manager::connect(&s.url()).await.unwrap();
     let q = m.queue::<String>("jobs", 0).await.unwrap();
     let big = |c: &str| c.repeat(200_000);
@@ -191,9 +199,7 @@ async fn a_retried_get_whose_item_was_too_large_to_keep_fails_and_takes_nothing_
     assert_eq!(q.get().await.unwrap(), "w");
     for expected_lost in [true, false, true, false] {
         match q.get().await {
-            Err(Error::AnswerLost(why)) if expected_lost => {
-                assert!(why.contains("--session-answer-bytes"), "{why}")
-            }
+            Err(Error::AnswerLost(why)) if expected_lost => assert!(why.contains(limit), "{why}"),
             Ok(item) if !expected_lost => assert!(item == medium || item == "s"),
             other => panic!(
                 "expected {}, got {:?}",

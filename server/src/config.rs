@@ -122,6 +122,11 @@ pub struct Args {
     /// [default: 2097152]
     #[arg(long, env = "PROCSHARE_SESSION_ANSWER_BYTES", value_name = "BYTES")]
     pub session_answer_bytes: Option<usize>,
+    /// Bytes of those answers kept by all sessions together; a session
+    /// whose answer would take the total over it forgets its own oldest
+    /// first. [default: 268435456]
+    #[arg(long, env = "PROCSHARE_MAX_KEPT_ANSWER_BYTES", value_name = "BYTES")]
+    pub max_kept_answer_bytes: Option<usize>,
     /// Calls blocked in a wait at once, over all clients. [default: 100000]
     #[arg(long, env = "PROCSHARE_MAX_WAITERS", value_name = "N")]
     pub max_waiters: Option<usize>,
@@ -177,6 +182,7 @@ pub struct FileConfig {
     pub max_lease_secs: Option<f64>,
     pub max_sessions: Option<usize>,
     pub session_answer_bytes: Option<usize>,
+    pub max_kept_answer_bytes: Option<usize>,
     pub max_waiters: Option<usize>,
     pub max_value_bytes: Option<usize>,
     pub max_objects: Option<usize>,
@@ -452,6 +458,14 @@ fn resolve_with_env(
         file.session_answer_bytes,
     ) {
         session_limits.session_answer_bytes = bytes;
+    }
+    if let Some(bytes) = pick(
+        m,
+        "max_kept_answer_bytes",
+        args.max_kept_answer_bytes,
+        file.max_kept_answer_bytes,
+    ) {
+        session_limits.max_kept_answer_bytes = bytes;
     }
     if let Some(secs) = pick(
         m,

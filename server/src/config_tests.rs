@@ -130,6 +130,7 @@ fn the_example_config_shows_every_key_and_only_real_ones() {
         max_lease_secs,
         max_sessions,
         session_answer_bytes,
+        max_kept_answer_bytes,
         max_waiters,
         max_value_bytes,
         max_objects,
@@ -145,6 +146,7 @@ fn the_example_config_shows_every_key_and_only_real_ones() {
     assert!(max_lease_secs.is_some() && max_sessions.is_some() && max_waiters.is_some());
     assert!(max_value_bytes.is_some() && max_objects.is_some() && max_queue_len.is_some());
     assert!(max_name_bytes.is_some() && session_answer_bytes.is_some());
+    assert!(max_kept_answer_bytes.is_some());
     assert!(fsync.is_some_and(|p| p.parse::<FsyncPolicy>().is_ok()));
 }
 

@@ -15,9 +15,14 @@
 //! flight: the newest answers are the ones worth keeping. And a client says
 //! which answers it has (`answered_below` in each request): those are
 //! forgotten at once, so a client that waits for each answer leaves at most
-//! its last one here.
+//! its last one here. All sessions' larger answers together are bounded
+//! too ([`AnswerPool`], `--max-kept-answer-bytes`): a session whose answer
+//! would take the total over it forgets its own oldest larger answers
+//! first, then that answer; it never takes room from another session.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use procshare_proto::OpResult;
 use prost::Message;
@@ -40,6 +45,36 @@ pub const SMALL_ANSWER: usize = 1024;
 /// answer of the largest value a client may store (`--max-value-bytes`,
 /// 1 MiB by default) and then some.
 pub const DEFAULT_BUDGET: usize = 2 << 20;
+
+/// The default bound of all sessions' larger answers together: 128
+/// sessions at their full default budget. (Clients that say which answers
+/// they have leave at most one each, most of the time none.)
+pub const DEFAULT_POOL: usize = 256 << 20;
+
+/// The bytes of larger answers that all sessions keep, and their bound.
+#[derive(Debug)]
+pub struct AnswerPool {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl AnswerPool {
+    pub fn new(limit: usize) -> Arc<AnswerPool> {
+        Arc::new(AnswerPool {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes of larger answers kept now, by all sessions.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+}
 
 pub type Outcome = Result<OpResult, StoreError>;
 
@@ -71,27 +106,57 @@ pub struct Answers {
     /// Bytes of every answer kept.
     kept_bytes: usize,
     budget: usize,
+    /// Where `large_bytes` is counted with every other session's.
+    pool: Arc<AnswerPool>,
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.pool
+            .used
+            .fetch_sub(self.large_bytes, Ordering::Relaxed);
+    }
 }
 
 impl Answers {
-    /// An empty ring whose larger answers take at most `budget` bytes.
-    pub fn new(budget: usize) -> Answers {
+    /// An empty ring whose larger answers take at most `budget` bytes,
+    /// and count in `pool`.
+    pub fn new(budget: usize, pool: Arc<AnswerPool>) -> Answers {
         Answers {
             slots: Vec::new(),
             large: VecDeque::new(),
             large_bytes: 0,
             kept_bytes: 0,
             budget,
+            pool,
         }
+    }
+
+    fn add_large(&mut self, bytes: usize) {
+        self.large_bytes += bytes;
+        self.pool.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub_large(&mut self, bytes: usize) {
+        self.large_bytes -= bytes;
+        self.pool.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The error a retry gets when its request `id` was applied but its
+    /// answer, of `bytes`, was not kept.
+    pub fn lost(&self, id: u64, bytes: usize) -> StoreError {
+        StoreError::AnswerLost(format!(
+            "request {id} was applied once, but its answer ({bytes} bytes) was lost with the \
+             connection and not kept for a retry: a session keeps its newest answers larger \
+             than {SMALL_ANSWER} bytes up to {} bytes (--session-answer-bytes), all sessions \
+             together up to {} bytes (--max-kept-answer-bytes)",
+            self.budget, self.pool.limit
+        ))
     }
 
     /// Bytes of the answers kept now.
     pub fn kept_bytes(&self) -> usize {
         self.kept_bytes
-    }
-
-    pub fn budget(&self) -> usize {
-        self.budget
     }
 
     #[cfg(test)]
@@ -148,7 +213,7 @@ impl Answers {
         if let Slot::Done(_, bytes) = slot {
             self.kept_bytes -= bytes;
             if *bytes > SMALL_ANSWER {
-                self.large_bytes -= bytes;
+                self.sub_large(*bytes);
             }
         }
     }
@@ -174,7 +239,7 @@ impl Answers {
             self.kept_bytes += bytes;
             if bytes > SMALL_ANSWER {
                 self.large.push_back((id, bytes));
-                self.large_bytes += bytes;
+                self.add_large(bytes);
                 self.fit();
             }
         }
@@ -193,15 +258,17 @@ impl Answers {
                 let i = self.index(oldest);
                 self.slots[i] = None;
                 self.kept_bytes -= bytes;
-                self.large_bytes -= bytes;
+                self.sub_large(bytes);
             }
         }
     }
 
-    /// Forgets the oldest larger answers until the rest fit the budget.
+    /// Forgets the oldest larger answers until the rest fit the budget,
+    /// and the pool its bound (or none is left).
     fn fit(&mut self) {
         loop {
-            let over = self.large_bytes > self.budget || self.large.len() > RECENT;
+            let over =
+                self.large_bytes > self.budget || self.large.len() > RECENT || self.pool.over();
             let Some(&(id, bytes)) = self.large.front() else {
                 return;
             };
@@ -215,7 +282,7 @@ impl Answers {
                     *slot = Slot::Forgotten { bytes };
                 }
                 self.kept_bytes -= bytes;
-                self.large_bytes -= bytes;
+                self.sub_large(bytes);
             }
         }
     }
@@ -227,16 +294,6 @@ fn answer_bytes(outcome: &Outcome) -> usize {
         Ok(result) => result.encoded_len(),
         Err(e) => e.to_string().len(),
     }
-}
-
-/// The error a retry gets when its request was applied but its answer was
-/// not kept.
-pub fn lost(id: u64, bytes: usize, budget: usize) -> StoreError {
-    StoreError::AnswerLost(format!(
-        "request {id} was applied once, but its answer ({bytes} bytes) was lost with the \
-         connection and not kept for a retry: a session keeps its newest answers larger than \
-         {SMALL_ANSWER} bytes up to {budget} bytes (--session-answer-bytes)"
-    ))
 }
 
 #[cfg(test)]
@@ -251,6 +308,11 @@ mod tests {
                 Val::Str("x".repeat(n)).to_wire(),
             )),
         })
+    }
+
+    /// A session's answers with `budget`, alone in an unbounded pool.
+    fn alone(budget: usize) -> Answers {
+        Answers::new(budget, AnswerPool::new(usize::MAX))
     }
 
     fn run(a: &mut Answers, id: u64, outcome: &Outcome) {
@@ -268,7 +330,7 @@ mod tests {
 
     #[test]
     fn larger_answers_are_kept_newest_first_within_the_budget() {
-        let mut a = Answers::new(10_000);
+        let mut a = alone(10_000);
         let big = answer(4_000);
         for id in 1..=5 {
             run(&mut a, id, &big);
@@ -285,7 +347,7 @@ mod tests {
 
     #[test]
     fn an_answer_larger_than_the_budget_is_never_kept_but_remembered_as_applied() {
-        let mut a = Answers::new(1_000);
+        let mut a = alone(1_000);
         run(&mut a, 1, &answer(5_000));
         assert!(forgotten(&mut a, 1));
         assert_eq!(a.kept_bytes(), 0);
@@ -294,14 +356,14 @@ mod tests {
             kept(&mut a, 2),
             "small answers are kept whatever the budget"
         );
-        let mut none = Answers::new(0);
+        let mut none = alone(0);
         run(&mut none, 1, &answer(2_000));
         assert!(forgotten(&mut none, 1));
     }
 
     #[test]
     fn answers_taken_over_by_the_ring_are_let_go_of_in_the_count() {
-        let mut a = Answers::new(1 << 30);
+        let mut a = alone(1 << 30);
         let big = answer(2_000);
         for id in 0..(3 * RECENT as u64) {
             run(&mut a, id, &big);
@@ -315,7 +377,7 @@ mod tests {
 
     #[test]
     fn answers_the_client_has_are_forgotten() {
-        let mut a = Answers::new(1 << 20);
+        let mut a = alone(1 << 20);
         let big = answer(5_000);
         for id in 1..=4 {
             run(&mut a, id, &big);
@@ -333,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_retries_waiting_for_an_answer_are_handed_over() {
-        let mut a = Answers::new(0);
+        let mut a = alone(0);
         let (tx, mut rx) = oneshot::channel();
         a.insert(9, Slot::Running(vec![tx]));
         let big = answer(5_000);
@@ -346,5 +408,37 @@ mod tests {
             "a waiting retry still gets it"
         );
         assert!(forgotten(&mut a, 9));
+    }
+
+    #[test]
+    fn all_sessions_together_keep_at_most_the_pool_and_give_it_back() {
+        let pool = AnswerPool::new(10_000);
+        let mut a = Answers::new(1 << 20, pool.clone());
+        let mut b = Answers::new(1 << 20, pool.clone());
+        let big = answer(3_000);
+        let one = answer_bytes(&big);
+        for id in 1..=3 {
+            run(&mut a, id, &big);
+        }
+        assert_eq!(pool.used(), 3 * one);
+        // b's answer takes the pool over: b forgets its own (it has no
+        // older one), a keeps all of its.
+        run(&mut b, 1, &big);
+        assert!(forgotten(&mut b, 1));
+        assert!(kept(&mut a, 1) && kept(&mut a, 2) && kept(&mut a, 3));
+        // a's next one: a forgets its own oldest.
+        run(&mut a, 4, &big);
+        assert!(forgotten(&mut a, 1) && kept(&mut a, 2) && kept(&mut a, 4));
+        assert_eq!(pool.used(), 3 * one);
+        let e = a.lost(1, one).to_string();
+        assert!(e.contains("--max-kept-answer-bytes"), "{e}");
+        // Forgotten by the client, let go of with the session: given back.
+        a.forget_below(3);
+        assert_eq!(pool.used(), 2 * one);
+        drop(a);
+        assert_eq!(pool.used(), 0);
+        run(&mut b, 2, &big);
+        assert!(kept(&mut b, 2));
+        assert_eq!(pool.used(), one);
     }
 }

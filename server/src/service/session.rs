@@ -20,7 +20,7 @@ use procshare_proto as pb;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::answers::{self, Answers, Outcome, Slot};
+use super::answers::{self, AnswerPool, Answers, Outcome, Slot};
 use crate::store::val::Val;
 use crate::store::{Store, StoreError};
 
@@ -38,6 +38,9 @@ pub struct SessionLimits {
     /// Bytes of a session's answers larger than [`answers::SMALL_ANSWER`]
     /// kept for retries (`--session-answer-bytes`).
     pub session_answer_bytes: usize,
+    /// Bytes of those answers kept by all sessions together
+    /// (`--max-kept-answer-bytes`).
+    pub max_kept_answer_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -48,6 +51,7 @@ impl Default for SessionLimits {
             max_lease: Duration::from_secs(300),
             max_sessions: 100_000,
             session_answer_bytes: answers::DEFAULT_BUDGET,
+            max_kept_answer_bytes: answers::DEFAULT_POOL,
         }
     }
 }
@@ -149,7 +153,7 @@ impl Session {
         match recent.get_mut(request_id) {
             Some(Slot::Done(outcome, _)) => return Begin::Answered(outcome.clone()),
             Some(&mut Slot::Forgotten { bytes }) => {
-                return Begin::Answered(Err(answers::lost(request_id, bytes, recent.budget())))
+                return Begin::Answered(Err(recent.lost(request_id, bytes)))
             }
             Some(Slot::Running(waiters)) => {
                 let (tx, rx) = oneshot::channel();
@@ -210,6 +214,8 @@ pub struct Sessions {
     limits: SessionLimits,
     live: DashMap<String, Arc<Session>>,
     next: AtomicU64,
+    /// Where every session's larger answers are counted together.
+    answer_pool: Arc<AnswerPool>,
 }
 
 fn new_session_id(n: u64) -> String {
@@ -231,6 +237,7 @@ impl Sessions {
     pub fn new(store: Arc<Store>, limits: SessionLimits) -> Arc<Sessions> {
         Arc::new(Sessions {
             store,
+            answer_pool: AnswerPool::new(limits.max_kept_answer_bytes),
             limits,
             live: DashMap::new(),
             next: AtomicU64::new(1),
@@ -286,7 +293,10 @@ impl Sessions {
             used: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             ended: CancellationToken::new(),
-            recent: Mutex::new(Answers::new(self.limits.session_answer_bytes)),
+            recent: Mutex::new(Answers::new(
+                self.limits.session_answer_bytes,
+                self.answer_pool.clone(),
+            )),
         });
         self.live.insert(id.clone(), session.clone());
         tracing::debug!(session = %id, ttl_ms = ttl.as_millis() as u64, "session opened");
