@@ -255,3 +255,125 @@ fn atomic_batches_are_replayed_whole_after_a_kill() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A dict "big" holding keys 0..5, each a value of about 900 kB: any four
+/// of them are over the server's default `--max-message-bytes` (4 MiB).
+async fn big_values(m: &Manager) -> procshare::DictProxy<i64, String> {
+    let d = m.dict::<i64, String>("big").await.unwrap();
+    for k in 0..5 {
+        d.insert(k, k.to_string().repeat(900_000)).await.unwrap();
+    }
+    d
+}
+
+fn is_resource_exhausted(r: &procshare::Result<pb::OpResult>) -> bool {
+    matches!(r, Err(Error::ResourceExhausted(why)) if why.contains("--max-message-bytes"))
+}
+
+#[tokio::test]
+async fn a_plain_batch_whose_answers_are_over_the_message_limit_answers_what_fits() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = big_values(&m).await;
+    let log = m.list::<i64>("log").await.unwrap();
+    let mut batch = m.batch();
+    for k in 0..5 {
+        batch = batch.dict_get(&d, &k).unwrap();
+    }
+    let results = batch
+        .list_push(&log, &1)
+        .unwrap()
+        .dict_insert(&d, &9, &"nine".into())
+        .unwrap()
+        .run()
+        .await
+        .expect("the call itself succeeds (it used to fail after applying its mutations)");
+    assert_eq!(results.len(), 7);
+    assert!(
+        results[..4].iter().all(|r| r.is_ok()),
+        "{:?}",
+        &results[..4].iter().map(|r| r.is_ok()).collect::<Vec<_>>()
+    );
+    assert!(
+        is_resource_exhausted(&results[4]),
+        "{:?}",
+        results[4].as_ref().err()
+    );
+    // No room left for a mutation's answer: not applied, and it says so.
+    assert!(
+        is_resource_exhausted(&results[5]),
+        "{:?}",
+        results[5].as_ref().err()
+    );
+    assert!(
+        is_resource_exhausted(&results[6]),
+        "{:?}",
+        results[6].as_ref().err()
+    );
+    assert_eq!(
+        log.len().await.unwrap(),
+        0,
+        "the refused push was not applied"
+    );
+    assert_eq!(
+        d.get(&9).await.unwrap(),
+        None,
+        "the refused insert was not applied"
+    );
+}
+
+#[tokio::test]
+async fn an_atomic_batch_whose_answers_are_over_the_message_limit_is_not_applied() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = big_values(&m).await;
+    let log = m.list::<i64>("log").await.unwrap();
+    let mut batch = m.batch().list_push(&log, &1).unwrap();
+    for k in 0..5 {
+        batch = batch.dict_get(&d, &k).unwrap();
+    }
+    let results = batch
+        .atomic()
+        .run()
+        .await
+        .expect("the call itself succeeds");
+    assert_eq!(results.len(), 6);
+    assert!(results.iter().all(|r| r.is_err()), "all or nothing");
+    assert!(
+        results.iter().any(is_resource_exhausted),
+        "{:?}",
+        results[5].as_ref().err()
+    );
+    assert_eq!(log.len().await.unwrap(), 0, "the push was undone");
+    // Within the limit, the same kind of batch goes through.
+    let results = m
+        .batch()
+        .list_push(&log, &1)
+        .unwrap()
+        .dict_get(&d, &0)
+        .unwrap()
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(log.len().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_of_more_operations_than_a_reply_can_answer_is_refused_whole() {
+    let s = Server::start_with(&["--max-message-bytes", "65536"]);
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let log = m.list::<i64>("log").await.unwrap();
+    let mut batch = m.batch();
+    for i in 0..600 {
+        batch = batch.list_push(&log, &i).unwrap();
+    }
+    match batch.run().await {
+        Err(Error::ResourceExhausted(why)) => {
+            assert!(why.contains("at most 510 per batch"), "{why}")
+        }
+        other => panic!("expected ResourceExhausted, got {other:?}"),
+    }
+    assert_eq!(log.len().await.unwrap(), 0, "nothing applied");
+}

@@ -220,8 +220,18 @@ impl Answers {
 
     /// Records the outcome of request `id` (if its slot was not taken over
     /// meanwhile) and returns the retries that wait for it.
+    #[cfg(test)]
     pub fn finish(&mut self, id: u64, outcome: &Outcome) -> Vec<oneshot::Sender<Outcome>> {
-        let bytes = answer_bytes(outcome);
+        self.finish_measured(id, outcome, answer_bytes(outcome))
+    }
+
+    /// [`finish`](Self::finish), with the answer's size worked out already.
+    pub fn finish_measured(
+        &mut self,
+        id: u64,
+        outcome: &Outcome,
+        bytes: usize,
+    ) -> Vec<oneshot::Sender<Outcome>> {
         let keep = bytes <= SMALL_ANSWER || bytes <= self.budget;
         let Some(slot) = self.get_mut(id) else {
             return Vec::new();
@@ -289,7 +299,7 @@ impl Answers {
 }
 
 /// The size of an answer on the wire (an error: its message).
-fn answer_bytes(outcome: &Outcome) -> usize {
+pub fn answer_bytes(outcome: &Outcome) -> usize {
     match outcome {
         Ok(result) => result.encoded_len(),
         Err(e) => e.to_string().len(),

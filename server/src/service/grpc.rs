@@ -11,6 +11,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::batch_reply::{self, Room};
 use super::session::{Begin, Resolver, Session, Sessions};
 use super::status::{to_response, to_status};
 use crate::store::val::Val;
@@ -117,7 +118,8 @@ impl Core {
     /// Refuses `result` if it is too large to send (a read: nothing was
     /// changed, so it is refused whole), where sending it would break the
     /// stream it goes on, and every call in flight there.
-    fn check_reply(&self, result: &pb::OpResult) -> Result<(), StoreError> {
+    /// Returns its size otherwise.
+    fn check_reply(&self, result: &pb::OpResult) -> Result<usize, StoreError> {
         let size = result.encoded_len();
         if size > self.limits.max_reply_bytes {
             return Err(StoreError::ResourceExhausted(format!(
@@ -126,7 +128,7 @@ impl Core {
                 self.limits.max_reply_bytes
             )));
         }
-        Ok(())
+        Ok(size)
     }
 
     /// Runs one operation for `caller`: limits, de-duplication of a retried
@@ -138,6 +140,32 @@ impl Core {
         request_id: u64,
         op: Option<pb::Op>,
     ) -> Result<pb::OpResult, StoreError> {
+        self.run_measured(caller, session, request_id, op).await.0
+    }
+
+    /// [`run`](Self::run), and the size of a successful answer when it was
+    /// worked out on the way (a read's, checked against the limit; a
+    /// session's mutation's, kept for retries).
+    pub(super) async fn run_measured(
+        &self,
+        caller: &Caller,
+        session: Option<&Session>,
+        request_id: u64,
+        op: Option<pb::Op>,
+    ) -> (Result<pb::OpResult, StoreError>, Option<usize>) {
+        match self.run_inner(caller, session, request_id, op).await {
+            Ok((r, size)) => (Ok(r), size),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        caller: &Caller,
+        session: Option<&Session>,
+        request_id: u64,
+        op: Option<pb::Op>,
+    ) -> Result<(pb::OpResult, Option<usize>), StoreError> {
         let op = op.ok_or_else(|| StoreError::InvalidArgument("request has no op".into()))?;
         let Some(kind) = &op.kind else {
             return Err(StoreError::InvalidArgument("op has no kind".into()));
@@ -145,8 +173,8 @@ impl Core {
         match kind {
             Op::Sessions(_) => {
                 let sessions = self.sessions.describe();
-                self.check_reply(&sessions)?;
-                return Ok(sessions);
+                let size = self.check_reply(&sessions)?;
+                return Ok((sessions, Some(size)));
             }
             Op::Stats(_) => {
                 // The store's figures, plus the service's own.
@@ -169,8 +197,8 @@ impl Core {
                         });
                     }
                 }
-                self.check_reply(&stats)?;
-                return Ok(stats);
+                let size = self.check_reply(&stats)?;
+                return Ok((stats, Some(size)));
             }
             _ => {}
         }
@@ -187,13 +215,14 @@ impl Core {
             Some(s) => match s.begin(request_id) {
                 Begin::New(a) => Some(a),
                 // A retry: answer with the first attempt's outcome.
-                Begin::Answered(outcome) => return outcome,
+                Begin::Answered(outcome) => return outcome.map(|r| (r, None)),
                 Begin::Running(rx) => {
-                    return rx.await.unwrap_or_else(|_| {
+                    let outcome = rx.await.unwrap_or_else(|_| {
                         Err(StoreError::Unavailable(
                             "the first attempt of this request was cancelled; retry it".into(),
                         ))
-                    })
+                    });
+                    return outcome.map(|r| (r, None));
                 }
             },
         };
@@ -217,18 +246,17 @@ impl Core {
         };
         match attempt {
             Some(a) => {
-                a.finish(&outcome);
-                outcome
+                let size = a.finish(&outcome);
+                outcome.map(|r| (r, Some(size)))
             }
             // Only a read's answer can be large (a changed value is bounded
             // by --max-value-bytes).
             None if read => {
-                if let Ok(r) = &outcome {
-                    self.check_reply(r)?;
-                }
-                outcome
+                let r = outcome?;
+                let size = self.check_reply(&r)?;
+                Ok((r, Some(size)))
             }
-            None => outcome,
+            None => outcome.map(|r| (r, None)),
         }
     }
 
@@ -373,6 +401,12 @@ impl Procshare for Service {
             return self.atomic_batch(batch).await.map(Response::new);
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
+        let mut room = Room::new(
+            batch.requests.len(),
+            self.limits.max_reply_bytes,
+            self.limits.max_value_bytes,
+        )
+        .map_err(|e| to_status(&e))?;
         let mut sessions = Resolver::new(self.sessions.clone());
         // The batch's own caller, made once for the members that name no
         // other (the usual case), instead of a copy of its id per member.
@@ -388,14 +422,19 @@ impl Procshare for Service {
                 own = member_caller(&batch.client_id, r.client_id, r.task_id)?;
                 &own
             };
-            let outcome = match sessions.resolve(&caller.client_id) {
-                Err(e) => Err(e),
-                Ok(session) => {
-                    self.run(caller, session.as_deref(), r.request_id, r.op)
-                        .await
+            let mutated = mutates(r.op.as_ref());
+            let outcome = match (sessions.resolve(&caller.client_id), room.refuse_mutation()) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(no_room)) if mutated => Err(no_room),
+                (Ok(session), _) => {
+                    let (outcome, size) = self
+                        .run_measured(caller, session.as_deref(), r.request_id, r.op)
+                        .await;
+                    responses.push(room.answer(r.request_id, mutated, outcome, size));
+                    continue;
                 }
             };
-            responses.push(to_response(r.request_id, outcome));
+            responses.push(room.answer(r.request_id, mutated, outcome, None));
         }
         Ok(Response::new(pb::BatchResponse { responses }))
     }
@@ -426,6 +465,14 @@ impl Service {
     /// An atomic batch: checked (callers, sessions) first, then applied as
     /// one unit by the store. A failing operation fails them all.
     async fn atomic_batch(&self, batch: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
+        // The same bound on how many operations as a plain batch's; their
+        // answers are bounded by the store.
+        Room::new(
+            batch.requests.len(),
+            self.limits.max_reply_bytes,
+            self.limits.max_value_bytes,
+        )
+        .map_err(|e| to_status(&e))?;
         let mut ops = Vec::with_capacity(batch.requests.len());
         let mut ids = Vec::with_capacity(batch.requests.len());
         let mut sessions = Resolver::new(self.sessions.clone());
@@ -448,7 +495,7 @@ impl Service {
         }
         let outcomes = self
             .store
-            .apply_atomic(ops)
+            .apply_atomic(ops, self.limits.max_reply_bytes, batch_reply::ENVELOPE)
             .await
             .map_err(|e| to_status(&e))?;
         let responses = ids

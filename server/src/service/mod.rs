@@ -13,6 +13,7 @@
 
 mod answers;
 pub mod auth;
+mod batch_reply;
 mod grpc;
 pub mod session;
 pub mod status;

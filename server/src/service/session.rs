@@ -82,14 +82,22 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    pub fn finish(mut self, outcome: &Outcome) {
+    /// Keeps the outcome for retries; returns its size (as
+    /// [`answers::answer_bytes`] counts it).
+    pub fn finish(mut self, outcome: &Outcome) -> usize {
         self.finished = true;
+        let bytes = answers::answer_bytes(outcome);
         // Nobody waits if its slot was taken over meanwhile (`RECENT` newer
         // mutations began).
-        let waiting = self.session.recent.lock().finish(self.request_id, outcome);
+        let waiting = self
+            .session
+            .recent
+            .lock()
+            .finish_measured(self.request_id, outcome, bytes);
         for w in waiting {
             let _ = w.send(outcome.clone());
         }
+        bytes
     }
 }
 

@@ -31,6 +31,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use procshare_proto::{self as pb, op::Kind as Op, OpResult};
+use prost::Message;
 
 use super::journal::{Recorder, Sink};
 use super::restore::save_one;
@@ -172,6 +173,31 @@ fn refused(op: &Op) -> Option<&'static str> {
     }
 }
 
+/// The room left for an atomic batch's answers.
+struct AnswerRoom {
+    left: usize,
+    limit: usize,
+    /// Counted for each answer besides its own bytes.
+    envelope: usize,
+}
+
+impl AnswerRoom {
+    /// Takes room for `r`, or fails (and so undoes) the batch.
+    fn take(&mut self, r: OpResult) -> Result<OpResult> {
+        let size = r.encoded_len().saturating_add(self.envelope);
+        if size > self.left {
+            return Err(StoreError::ResourceExhausted(format!(
+                "the batch's answers come to more than {} bytes, the most this server sends in \
+                 one reply (--max-message-bytes): nothing was applied; split the batch, or read \
+                 in parts",
+                self.limit
+            )));
+        }
+        self.left -= size;
+        Ok(r)
+    }
+}
+
 /// The error of an operation that was not applied because `failed` (the
 /// operation at `index`) failed: the same kind, saying so.
 fn not_applied(index: usize, failed: &StoreError) -> StoreError {
@@ -213,8 +239,16 @@ impl Store {
     /// all `Ok`, or, if one failed, nothing applied and every outcome an
     /// error (the failing one's own, "not applied" for the others). A batch
     /// holding an operation it cannot take is refused whole
-    /// (`InvalidArgument`, nothing applied).
-    pub async fn apply_atomic(&self, ops: Vec<(Caller, pb::Op)>) -> Result<Vec<Result<OpResult>>> {
+    /// (`InvalidArgument`, nothing applied). So is one whose answers come
+    /// to more than `max_answer_bytes`, counting `envelope` more for each
+    /// (`ResourceExhausted`: an answer too large to send must not be of a
+    /// batch that was applied).
+    pub async fn apply_atomic(
+        &self,
+        ops: Vec<(Caller, pb::Op)>,
+        max_answer_bytes: usize,
+        envelope: usize,
+    ) -> Result<Vec<Result<OpResult>>> {
         for (i, (_, op)) in ops.iter().enumerate() {
             let kind = op
                 .kind
@@ -227,7 +261,12 @@ impl Store {
                 )));
             }
         }
-        let (outcomes, seq) = self.apply_atomic_now(ops);
+        let room = AnswerRoom {
+            left: max_answer_bytes,
+            limit: max_answer_bytes,
+            envelope,
+        };
+        let (outcomes, seq) = self.apply_atomic_now(ops, room);
         if let (Some(seq), Some(durable)) = (seq, &self.durable) {
             durable.wait_logged(seq).await?;
         }
@@ -236,7 +275,11 @@ impl Store {
 
     /// The batch proper, under the exclusive gate; returns the outcomes and
     /// the seq of its log record, if it wrote one.
-    fn apply_atomic_now(&self, ops: Vec<(Caller, pb::Op)>) -> (Vec<Result<OpResult>>, Option<u64>) {
+    fn apply_atomic_now(
+        &self,
+        ops: Vec<(Caller, pb::Op)>,
+        mut room: AnswerRoom,
+    ) -> (Vec<Result<OpResult>>, Option<u64>) {
         let _exclusive = self.gate.0.write();
         // Watchers see the batch's changes once it stands, or never.
         let held = Held::start();
@@ -261,7 +304,7 @@ impl Store {
                     )),
                 }
             };
-            match outcome {
+            match outcome.and_then(|r| room.take(r)) {
                 Ok(r) => results.push(Ok(r)),
                 Err(e) => {
                     held.discard();
@@ -406,6 +449,17 @@ fn keeps_contents(o: &Object) -> bool {
 }
 
 #[cfg(test)]
+impl Store {
+    /// `apply_atomic` with no bound on the answers.
+    pub async fn apply_atomic_unbounded(
+        &self,
+        ops: Vec<(Caller, pb::Op)>,
+    ) -> Result<Vec<Result<OpResult>>> {
+        self.apply_atomic(ops, usize::MAX, 0).await
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::super::testing::{as_maybe, as_pair, as_values, open, s};
     use super::super::val::Val;
@@ -443,7 +497,7 @@ mod tests {
     async fn all_apply_in_order() {
         let store = Store::new();
         let out = store
-            .apply_atomic(vec![
+            .apply_atomic_unbounded(vec![
                 op("d", open(Kind::Dict)),
                 op("d", set("a", 1)),
                 op(
@@ -466,15 +520,15 @@ mod tests {
     async fn a_failure_in_the_middle_undoes_everything() {
         let store = Store::new();
         store
-            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
             .await
             .unwrap();
         store
-            .apply_atomic(vec![op("q", open(Kind::Queue))])
+            .apply_atomic_unbounded(vec![op("q", open(Kind::Queue))])
             .await
             .unwrap();
         let out = store
-            .apply_atomic(vec![
+            .apply_atomic_unbounded(vec![
                 op("d", set("a", 2)),
                 op("d", Op::DictClear(pb::DictClear {})),
                 op("new", open(Kind::List)),
@@ -546,7 +600,7 @@ mod tests {
             for _ in 0..next() % 8 {
                 setup.push(op("d", keyed(next())));
             }
-            store.apply_atomic(setup).await.unwrap();
+            store.apply_atomic_unbounded(setup).await.unwrap();
             let was = items_of(&store, "d").await;
             let mut batch: Vec<_> = (0..1 + next() % 12)
                 .map(|_| op("d", keyed(next())))
@@ -558,7 +612,7 @@ mod tests {
                 batch.insert(at, op("d", Op::DictClear(pb::DictClear {})));
             }
             batch.push(op("missing", Op::ListLen(pb::ListLen {})));
-            let out = store.apply_atomic(batch).await.unwrap();
+            let out = store.apply_atomic_unbounded(batch).await.unwrap();
             assert!(out.iter().all(Result::is_err), "round {round}");
             assert_eq!(items_of(&store, "d").await, was, "round {round}");
         }
@@ -576,7 +630,7 @@ mod tests {
     async fn a_change_to_one_key_notes_the_key_not_the_dict() {
         let store = Store::new();
         store
-            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
             .await
             .unwrap();
         let mut before = HashMap::new();
@@ -617,7 +671,7 @@ mod tests {
         };
         let snapshot = || op("l", Op::ListSnapshot(pb::ListSnapshot {}));
         store
-            .apply_atomic(vec![op("l", open(Kind::List)), push(1), push(2)])
+            .apply_atomic_unbounded(vec![op("l", open(Kind::List)), push(1), push(2)])
             .await
             .unwrap();
         let mut before = HashMap::new();
@@ -638,7 +692,7 @@ mod tests {
             vec![push(3), extend(&[4, 5]), push(6), missing.clone()],
             vec![push(3), set.clone(), extend(&[4]), missing.clone()],
         ] {
-            let out = store.apply_atomic(batch).await.unwrap();
+            let out = store.apply_atomic_unbounded(batch).await.unwrap();
             assert!(out.iter().all(Result::is_err));
             let items = store
                 .apply(&Caller::new("t", ""), snapshot().1)
@@ -652,7 +706,7 @@ mod tests {
     async fn waits_and_queue_changes_are_refused_whole() {
         let store = Store::new();
         store
-            .apply_atomic(vec![op("q", open(Kind::Queue))])
+            .apply_atomic_unbounded(vec![op("q", open(Kind::Queue))])
             .await
             .unwrap();
         for bad in [
@@ -667,7 +721,7 @@ mod tests {
             }),
         ] {
             let err = store
-                .apply_atomic(vec![op("d", open(Kind::Dict)), op("q", bad)])
+                .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op("q", bad)])
                 .await
                 .unwrap_err();
             assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
@@ -699,7 +753,7 @@ mod tests {
     async fn watchers_see_a_whole_batch_or_nothing_of_it() {
         let store = Store::new();
         store
-            .apply_atomic(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
+            .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op("d", set("a", 1))])
             .await
             .unwrap();
         let mut w = store.watch("d", false).unwrap();
@@ -709,7 +763,7 @@ mod tests {
         ));
         // Undone: the watcher sees none of it, and stays attached.
         let out = store
-            .apply_atomic(vec![
+            .apply_atomic_unbounded(vec![
                 op("d", set("a", 2)),
                 op("d", Op::Delete(pb::Delete {})),
                 op("missing", Op::ListLen(pb::ListLen {})),
@@ -720,7 +774,7 @@ mod tests {
         assert!(ready(&mut w).is_none(), "an undone batch published nothing");
         // Applied: all of it, in order, numbered on from before the undo.
         store
-            .apply_atomic(vec![op("d", set("b", 2)), op("d", set("c", 3))])
+            .apply_atomic_unbounded(vec![op("d", set("b", 2)), op("d", set("c", 3))])
             .await
             .unwrap()
             .into_iter()
