@@ -140,26 +140,15 @@ impl Core {
         request_id: u64,
         op: Option<pb::Op>,
     ) -> Result<pb::OpResult, StoreError> {
-        self.run_measured(caller, session, request_id, op).await.0
+        self.run_sized(caller, session, request_id, op)
+            .await
+            .map(|(r, _)| r)
     }
 
     /// [`run`](Self::run), and the size of a successful answer when it was
     /// worked out on the way (a read's, checked against the limit; a
     /// session's mutation's, kept for retries).
-    pub(super) async fn run_measured(
-        &self,
-        caller: &Caller,
-        session: Option<&Session>,
-        request_id: u64,
-        op: Option<pb::Op>,
-    ) -> (Result<pb::OpResult, StoreError>, Option<usize>) {
-        match self.run_inner(caller, session, request_id, op).await {
-            Ok((r, size)) => (Ok(r), size),
-            Err(e) => (Err(e), None),
-        }
-    }
-
-    async fn run_inner(
+    pub(super) async fn run_sized(
         &self,
         caller: &Caller,
         session: Option<&Session>,
@@ -427,9 +416,13 @@ impl Procshare for Service {
                 (Err(e), _) => Err(e),
                 (Ok(_), Some(no_room)) if mutated => Err(no_room),
                 (Ok(session), _) => {
-                    let (outcome, size) = self
-                        .run_measured(caller, session.as_deref(), r.request_id, r.op)
-                        .await;
+                    let (outcome, size) = match self
+                        .run_sized(caller, session.as_deref(), r.request_id, r.op)
+                        .await
+                    {
+                        Ok((result, size)) => (Ok(result), size),
+                        Err(e) => (Err(e), None),
+                    };
                     responses.push(room.answer(r.request_id, mutated, outcome, size));
                     continue;
                 }
