@@ -9,15 +9,17 @@
 //! breaks, every call in flight on it fails with UNAVAILABLE (and is retried
 //! by the connection, over a new stream opened on demand). A caller that
 //! gives up (its future dropped: a client-side timeout, a `select!`) takes
-//! its entry out of the map and tells the server to cancel the request.
+//! its entry out of the map and tells the server to cancel the request. A
+//! sweep task fails the calls whose deadline passed (and cancels them on
+//! the server the same way).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use procshare_proto as pb;
 use prost::bytes::Bytes;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -115,7 +117,7 @@ impl Waiting {
     /// After a tick that found no deadline left: pauses the ticking, unless
     /// a caller with a deadline came meanwhile. Returns whether to go on
     /// ticking. (A caller that comes after the pause starts has found
-    /// `ticking` false and wakes the reader.)
+    /// `ticking` false and wakes the sweep.)
     fn pause(&self) -> bool {
         self.ticking.store(false, Ordering::SeqCst);
         let any_due = self
