@@ -199,9 +199,12 @@ impl AnswerRoom {
 }
 
 /// The error of an operation that was not applied because `failed` (the
-/// operation at `index`) failed: the same kind, saying so.
+/// operation at `index`) failed: the same kind, saying so. Its message
+/// is not repeated (the failing operation's own answer has it): a batch
+/// of many operations would otherwise answer with it many times over, past
+/// what one reply may hold.
 fn not_applied(index: usize, failed: &StoreError) -> StoreError {
-    let why = format!("not applied: operation {index} of the atomic batch failed: {failed}");
+    let why = format!("not applied: operation {index} of the atomic batch failed");
     match failed {
         StoreError::NotFound(_) => StoreError::NotFound(why),
         StoreError::WrongKind { .. } => failed.clone(),
@@ -543,6 +546,12 @@ mod tests {
         assert!(out.iter().all(Result::is_err));
         assert!(matches!(out[5], Err(StoreError::NotFound(ref m)) if !m.contains("not applied")));
         assert!(matches!(out[0], Err(StoreError::NotFound(ref m)) if m.contains("operation 5")));
+        let Err(own) = &out[5] else { unreachable!() };
+        for (i, other) in out.iter().enumerate().filter(|(i, _)| *i != 5) {
+            let Err(e) = other else { unreachable!() };
+            let m = e.to_string();
+            assert!(m.len() < 100 && !m.contains(&own.to_string()), "{i}: {m}");
+        }
         assert_eq!(value_of(&store, "d", "a").await, Some(Val::Int(1)));
         assert_eq!(value_of(&store, "d", "b").await, None);
         assert_eq!(store.len(), 2, "new list removed, deleted queue back");
