@@ -222,6 +222,7 @@ async fn a_call_to_a_stopped_server_fails_at_its_deadline_and_the_stream_goes_on
     v.set(&7).await.unwrap();
     // Stopped, the server keeps its connections but answers nothing.
     signal(s.pid(), "STOP");
+    wait_until_stopped(s.pid());
     let started = std::time::Instant::now();
     let r = tokio::time::timeout(DEADLINE, v.get()).await;
     let took = started.elapsed();
@@ -236,4 +237,30 @@ async fn a_call_to_a_stopped_server_fails_at_its_deadline_and_the_stream_goes_on
     assert_eq!(v.get().await.unwrap(), 7);
     v.set(&8).await.unwrap();
     assert_eq!(v.get().await.unwrap(), 8);
+}
+
+/// Waits (at most `DEADLINE`) until every thread of process `pid` is
+/// stopped: `kill -STOP` returns before a thread running on another CPU
+/// has stopped, and it could still answer a call.
+fn wait_until_stopped(pid: u32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "procshared {pid} did not stop"
+        );
+        std::thread::yield_now();
+    }
 }
