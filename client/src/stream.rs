@@ -256,13 +256,16 @@ impl Mux {
         due: Option<Instant>,
         status_error: &(dyn Fn(tonic::Status) -> Error + Sync),
     ) -> Result<Option<Answer>> {
-        let opening = self.pipe(status_error);
-        let pipe = match due {
-            None => opening.await?,
-            Some(due) => match tokio::time::timeout_at(due, opening).await {
-                Ok(pipe) => pipe?,
-                Err(_) => return Ok(Some(Answer::Expired)),
-            },
+        // Almost always open already: no timer for that.
+        let pipe = match (self.live(), due) {
+            (Some(open), _) => Some(open),
+            (None, None) => self.pipe(status_error).await?,
+            (None, Some(due)) => {
+                match tokio::time::timeout_at(due, self.pipe(status_error)).await {
+                    Ok(pipe) => pipe?,
+                    Err(_) => return Ok(Some(Answer::Expired)),
+                }
+            }
         };
         let Some(pipe) = pipe else {
             return Ok(None);
