@@ -412,22 +412,25 @@ impl Procshare for Service {
                 &own
             };
             let mutated = mutates(r.op.as_ref());
-            let outcome = match (sessions.resolve(&caller.client_id), room.refuse_mutation()) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Some(no_room)) if mutated => Err(no_room),
-                (Ok(session), _) => {
-                    let (outcome, size) = match self
+            let no_room = if mutated {
+                room.refuse_mutation()
+            } else {
+                None
+            };
+            let (outcome, size) = match sessions.resolve(&caller.client_id) {
+                Err(e) => (Err(e), None),
+                Ok(session) => match no_room {
+                    Some(no_room) => (Err(no_room), None),
+                    None => match self
                         .run_sized(caller, session.as_deref(), r.request_id, r.op)
                         .await
                     {
                         Ok((result, size)) => (Ok(result), size),
                         Err(e) => (Err(e), None),
-                    };
-                    responses.push(room.answer(r.request_id, mutated, outcome, size));
-                    continue;
-                }
+                    },
+                },
             };
-            responses.push(room.answer(r.request_id, mutated, outcome, None));
+            responses.push(room.answer(r.request_id, mutated, outcome, size));
         }
         Ok(Response::new(pb::BatchResponse { responses }))
     }
