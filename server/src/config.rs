@@ -95,6 +95,11 @@ pub struct Args {
     /// used, else `info`.
     #[arg(long, env = "PROCSHARE_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// How log lines are written to stderr: `text` (one readable line per
+    /// event) or `json` (one JSON object per line, for a log collector).
+    /// [default: text]
+    #[arg(long, env = "PROCSHARE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Keep state in DIR (a write-ahead log and snapshots) so it survives
     /// restarts and crashes. Without it, state lives in memory only.
     #[arg(long, env = "PROCSHARE_DATA_DIR", value_name = "DIR")]
@@ -176,6 +181,7 @@ pub struct FileConfig {
     pub keepalive_timeout: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub log_level: Option<String>,
+    pub log_format: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub fsync: Option<String>,
     pub snapshot_log_bytes: Option<u64>,
@@ -196,6 +202,30 @@ pub struct FileConfig {
 pub enum Mode {
     Number(u32),
     Text(String),
+}
+
+/// How procshared writes its log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event, coloured only on a terminal.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`,
+    /// `fields.message`, …), for journald, Loki, Elasticsearch and the like.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected text or json"
+            )),
+        }
+    }
 }
 
 impl FileConfig {
@@ -253,6 +283,7 @@ pub struct Settings {
     pub keepalive_timeout: Duration,
     pub max_message_bytes: usize,
     pub log_level: Option<String>,
+    pub log_format: LogFormat,
     /// The data dir and its policies; `None` for the in-memory store.
     pub durable: Option<DurableConfig>,
     pub store_limits: StoreLimits,
@@ -390,6 +421,15 @@ fn resolve_with_env(
         None => DEFAULT_MAX_MESSAGE_BYTES,
     };
     let log_level = pick(m, "log_level", args.log_level, file.log_level.take());
+    let file_log_format = match file.log_format.take() {
+        Some(s) => Some(
+            s.parse::<LogFormat>()
+                .map_err(|e| anyhow::anyhow!("log_format in the config file: {e}"))?,
+        ),
+        None => None,
+    };
+    let log_format =
+        pick(m, "log_format", args.log_format, file_log_format).unwrap_or(LogFormat::Text);
     let file_fsync = match file.fsync.take() {
         Some(s) => Some(
             s.parse::<FsyncPolicy>()
@@ -511,6 +551,7 @@ fn resolve_with_env(
         keepalive_timeout,
         max_message_bytes,
         log_level,
+        log_format,
         durable,
         store_limits,
         session_limits,

@@ -124,6 +124,7 @@ fn the_example_config_shows_every_key_and_only_real_ones() {
         keepalive_timeout,
         max_message_bytes,
         log_level,
+        log_format,
         data_dir,
         fsync,
         snapshot_log_bytes,
@@ -148,6 +149,7 @@ fn the_example_config_shows_every_key_and_only_real_ones() {
     assert!(max_name_bytes.is_some() && session_answer_bytes.is_some());
     assert!(max_kept_answer_bytes.is_some());
     assert!(fsync.is_some_and(|p| p.parse::<FsyncPolicy>().is_ok()));
+    assert!(log_format.is_some_and(|f| f.parse::<LogFormat>().is_ok()));
 }
 
 #[test]
@@ -172,4 +174,31 @@ fn bad_files_are_clear_errors() {
     assert!(e.to_string().contains("--tls-cert"), "{e}");
     assert!(settings(&["--unix-mode", "999"], None).is_err());
     assert!(settings(&["--keepalive-timeout", "0"], None).is_err());
+}
+
+#[test]
+fn the_log_format_comes_from_the_flag_then_the_file_and_is_checked() {
+    assert_eq!(settings(&[], None).unwrap().log_format, LogFormat::Text);
+    let s = settings(&["--log-format", "json"], None).unwrap();
+    assert_eq!(s.log_format, LogFormat::Json);
+
+    let d = temp_dir();
+    let f = d.join("log-format.toml");
+    std::fs::write(&f, "log_format = \"json\"\n").unwrap();
+    let path = f.to_str().unwrap();
+    let s = settings(&["--config", path], None).unwrap();
+    assert_eq!(s.log_format, LogFormat::Json);
+    let s = settings(&["--config", path, "--log-format", "text"], None).unwrap();
+    assert_eq!(s.log_format, LogFormat::Text, "the flag beats the file");
+
+    std::fs::write(&f, "log_format = \"yaml\"\n").unwrap();
+    let msg = format!("{:#}", settings(&["--config", path], None).unwrap_err());
+    assert!(
+        msg.contains("log_format") && msg.contains("expected text or json"),
+        "{msg}"
+    );
+    let msg = settings(&["--log-format", "yaml"], None)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("--log-format"), "{msg}");
 }

@@ -12,21 +12,32 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use config::LogFormat;
 use procshare_server::service::{serve_on, Listeners, UnixSocket};
 use procshare_server::store::Store;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).with_context(|| format!("bad --log-level {l:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour only on a terminal: not in a file, a pipe or the journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Spans' fields go in `span`/`spans`, so that a collector can
+        // filter on, say, a client id without parsing text.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     Ok(())
 }
 
@@ -145,7 +156,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(settings.log_level.as_deref()) {
+    if let Err(e) = init_logging(settings.log_level.as_deref(), settings.log_format) {
         eprintln!("procshared: {e:#}");
         return ExitCode::from(2);
     }

@@ -131,6 +131,52 @@ fn bad_flags_fail_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("log-level"));
 }
 
+/// `--log-format json`: every line on stderr is one JSON object a log
+/// collector can read, with the level, the target and the message.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut d = spawn(&["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    first_line(&mut d);
+    term(&d);
+    assert_eq!(exit_code(&mut d), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut d.stderr.take().expect("piped"), &mut stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().map(str::to_owned);
+    let messages: Vec<String> = lines.iter().filter_map(message).collect();
+    for m in [
+        "listening on TCP",
+        "procshared started",
+        "shutting down",
+        "stopped",
+    ] {
+        assert!(messages.iter().any(|x| x == m), "no {m:?} in {messages:?}");
+    }
+    for v in &lines {
+        assert_eq!(v["level"], "INFO", "{v}");
+        assert!(v["timestamp"].is_string() && v["target"].is_string(), "{v}");
+    }
+    let listening = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "listening on TCP")
+        .expect("the listening line");
+    assert!(listening["fields"]["addr"].is_string(), "{listening}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_procshared"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--log-format") && err.contains("expected text or json"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
