@@ -13,9 +13,9 @@
 //! the generated client's would take a `pb::Request`.
 
 use procshare_proto::codec::{SliceCodec, SliceDecoder};
-use procshare_proto::{self as pb, op::Kind};
+use procshare_proto::{self as pb, fields, op::Kind};
 use prost::bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{self, encode_key, encode_varint, WireType};
+use prost::encoding::{encode_key, encode_varint, WireType};
 use tonic::codec::{Codec, EncodeBuf, Encoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::GrpcMethod;
@@ -46,28 +46,25 @@ pub(crate) struct Parts<'a> {
 
 impl Parts<'_> {
     fn op_len(&self) -> usize {
-        str_field_len(field::OP_NAME, self.name) + self.op.encoded_len()
+        fields::str_len(field::OP_NAME, self.name) + self.op.encoded_len()
     }
 
     /// The request's bytes.
     pub fn encode(&self) -> Bytes {
         let op_len = self.op_len();
-        let len = str_field_len(field::CLIENT_ID, self.client_id)
-            + u64_field_len(field::REQUEST_ID, self.request_id)
-            + encoding::key_len(field::OP)
-            + encoding::encoded_len_varint(op_len as u64)
-            + op_len
-            + str_field_len(field::TASK_ID, self.task_id)
-            + u64_field_len(field::ANSWERED_BELOW, self.answered_below);
+        let len = fields::str_len(field::CLIENT_ID, self.client_id)
+            + fields::u64_len(field::REQUEST_ID, self.request_id)
+            + fields::message_len(field::OP, op_len)
+            + fields::str_len(field::TASK_ID, self.task_id)
+            + fields::u64_len(field::ANSWERED_BELOW, self.answered_below);
         let mut buf = BytesMut::with_capacity(len);
-        put_str(field::CLIENT_ID, self.client_id, &mut buf);
-        put_u64(field::REQUEST_ID, self.request_id, &mut buf);
-        encode_key(field::OP, WireType::LengthDelimited, &mut buf);
-        encode_varint(op_len as u64, &mut buf);
-        put_str(field::OP_NAME, self.name, &mut buf);
+        fields::put_str(field::CLIENT_ID, self.client_id, &mut buf);
+        fields::put_u64(field::REQUEST_ID, self.request_id, &mut buf);
+        fields::put_message_header(field::OP, op_len, &mut buf);
+        fields::put_str(field::OP_NAME, self.name, &mut buf);
         self.op.encode(&mut buf);
-        put_str(field::TASK_ID, self.task_id, &mut buf);
-        put_u64(field::ANSWERED_BELOW, self.answered_below, &mut buf);
+        fields::put_str(field::TASK_ID, self.task_id, &mut buf);
+        fields::put_u64(field::ANSWERED_BELOW, self.answered_below, &mut buf);
         debug_assert_eq!(buf.len(), len);
         buf.freeze()
     }
@@ -76,7 +73,7 @@ impl Parts<'_> {
 /// The cancellation of the call `request_id` on the session stream.
 pub(crate) fn cancel(request_id: u64) -> Bytes {
     let mut buf = BytesMut::with_capacity(16);
-    put_u64(field::REQUEST_ID, request_id, &mut buf);
+    fields::put_u64(field::REQUEST_ID, request_id, &mut buf);
     encode_key(field::CANCEL, WireType::Varint, &mut buf);
     encode_varint(1, &mut buf);
     buf.freeze()
@@ -147,37 +144,6 @@ pub(crate) async fn session(
 }
 
 // proto3 leaves out a field at its default value; so do these.
-
-fn str_field_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        encoding::key_len(tag) + encoding::encoded_len_varint(s.len() as u64) + s.len()
-    }
-}
-
-fn u64_field_len(tag: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        encoding::key_len(tag) + encoding::encoded_len_varint(v)
-    }
-}
-
-fn put_str(tag: u32, s: &str, buf: &mut BytesMut) {
-    if !s.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(s.len() as u64, buf);
-        buf.extend_from_slice(s.as_bytes());
-    }
-}
-
-fn put_u64(tag: u32, v: u64, buf: &mut BytesMut) {
-    if v != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(v, buf);
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@
 tonic::include_proto!("procshare.v1");
 
 pub mod codec;
+pub mod fields;
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("procshare_descriptor");

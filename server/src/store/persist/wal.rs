@@ -8,7 +8,7 @@
 //! thread writes the buffer out, fsyncs as the policy says, and publishes
 //! how far the log is safe, which is what replies wait for.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,13 +17,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use procshare_proto as pb;
+use procshare_proto::{self as pb, fields};
 use prost::Message;
 use tokio::sync::oneshot;
 
 use super::{FsyncPolicy, PersistError};
 
 const FRAME_HEADER: usize = 8;
+/// `LogRecord.seq` in `proto/procshare.proto`.
+const SEQ_FIELD: u32 = 1;
+/// The writer keeps the buffer it wrote for the next appends, up to this
+/// size (a burst of large records should not pin its peak for good).
+const KEPT_BUFFER: usize = 4 << 20;
 /// A record larger than this is corruption, not data.
 pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 
@@ -35,21 +40,44 @@ pub const MAX_RECORD: usize = 256 * 1024 * 1024;
 struct Progress {
     logged: u64,
     failed: Option<Arc<str>>,
-    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// By seq, lowest first. Calls register in about the order their
+    /// records were appended, so a new one goes at or near the back and the
+    /// writer wakes them from the front (a map of lists cost two
+    /// allocations per durable write).
+    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 impl Progress {
+    fn new(logged: u64) -> Self {
+        Progress {
+            logged,
+            failed: None,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A receiver that hears when record `seq` is safe (or the log failed).
+    fn wait_for(&mut self, seq: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let at = self
+            .waiting
+            .iter()
+            .rposition(|&(s, _)| s <= seq)
+            .map_or(0, |i| i + 1);
+        self.waiting.insert(at, (seq, tx));
+        rx
+    }
+
     /// Wakes the calls whose records are now safe, or all of them on failure.
     fn wake(&mut self) {
-        let still = match self.failed {
-            Some(_) => BTreeMap::new(),
-            None => self.waiting.split_off(&(self.logged + 1)),
-        };
-        for tx in std::mem::replace(&mut self.waiting, still)
-            .into_values()
-            .flatten()
-        {
-            let _ = tx.send(());
+        let all = self.failed.is_some();
+        while let Some((seq, _)) = self.waiting.front() {
+            if !all && *seq > self.logged {
+                break;
+            }
+            if let Some((_, tx)) = self.waiting.pop_front() {
+                let _ = tx.send(());
+            }
         }
     }
 }
@@ -93,12 +121,6 @@ pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
 }
 
 /// Reads one segment's records one at a time (so that replaying a long log
@@ -199,11 +221,7 @@ impl Wal {
             }),
             wake: Condvar::new(),
             next_seq: AtomicU64::new(next_seq),
-            progress: Mutex::new(Progress {
-                logged: next_seq.saturating_sub(1),
-                failed: None,
-                waiting: BTreeMap::new(),
-            }),
+            progress: Mutex::new(Progress::new(next_seq.saturating_sub(1))),
             size: AtomicU64::new(size),
             writer: Mutex::new(None),
         });
@@ -221,16 +239,17 @@ impl Wal {
         let mut p = self.pending.lock();
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         // A LogRecord is its seq field followed by the rest: protobuf
-        // fields may come in any order.
-        let mut payload = Vec::with_capacity(body.len() + 11);
-        pb::LogRecord {
-            seq,
-            ..Default::default()
-        }
-        .encode(&mut payload)
-        .unwrap_or_default();
-        payload.extend_from_slice(body);
-        frame(&payload, &mut p.bytes);
+        // fields may come in any order. Framed in place, in the buffer the
+        // writer hands back (no payload built first, no buffer regrown).
+        let out = &mut p.bytes;
+        let start = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER]);
+        fields::put_u64(SEQ_FIELD, seq, out);
+        out.extend_from_slice(body);
+        let payload = &out[start + FRAME_HEADER..];
+        let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        out[start + 4..start + FRAME_HEADER].copy_from_slice(&crc.to_le_bytes());
         p.last = seq;
         drop(p);
         self.wake.notify_one();
@@ -255,9 +274,7 @@ impl Wal {
             if let Some(e) = &p.failed {
                 return Err(e.clone());
             }
-            let (tx, rx) = oneshot::channel();
-            p.waiting.entry(seq).or_default().push(tx);
-            rx
+            p.wait_for(seq)
         };
         // Woken when the record is safe, or the log failed (then dropped
         // unsent, or sent after `failed` was set).
@@ -316,8 +333,13 @@ impl Wal {
     fn write_loop(&self, mut file: File, policy: FsyncPolicy) {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
+        let mut bytes = Vec::new();
         loop {
-            let (bytes, last, rotate, shutdown) = {
+            if bytes.capacity() > KEPT_BUFFER {
+                bytes = Vec::new();
+            }
+            bytes.clear();
+            let (last, rotate, shutdown) = {
                 let mut p = self.pending.lock();
                 while p.bytes.is_empty() && p.rotate.is_none() && !p.shutdown {
                     let tick = match policy {
@@ -328,12 +350,8 @@ impl Wal {
                         break;
                     }
                 }
-                (
-                    std::mem::take(&mut p.bytes),
-                    p.last,
-                    p.rotate.take(),
-                    p.shutdown,
-                )
+                std::mem::swap(&mut p.bytes, &mut bytes);
+                (p.last, p.rotate.take(), p.shutdown)
             };
             if !bytes.is_empty() {
                 if let Err(e) = file.write_all(&bytes) {
@@ -397,31 +415,24 @@ impl Wal {
 mod tests {
     use super::*;
 
-    fn waiter(p: &mut Progress, seq: u64) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        p.waiting.entry(seq).or_default().push(tx);
-        rx
-    }
-
     #[test]
     fn only_the_calls_whose_records_are_safe_are_woken() {
-        let mut p = Progress {
-            logged: 0,
-            failed: None,
-            waiting: BTreeMap::new(),
-        };
-        let mut rx = [1, 2, 2, 3].map(|seq| waiter(&mut p, seq));
+        let mut p = Progress::new(0);
+        // Out of order, as tasks on two threads may register.
+        let mut rx = [2, 1, 3, 2].map(|seq| p.wait_for(seq));
+        let order: Vec<u64> = p.waiting.iter().map(|w| w.0).collect();
+        assert_eq!(order, [1, 2, 2, 3]);
         p.logged = 2;
         p.wake();
         let woken = rx
             .iter_mut()
             .map(|r| r.try_recv().is_ok())
             .collect::<Vec<_>>();
-        assert_eq!(woken, [true, true, true, false]);
-        assert_eq!(p.waiting.keys().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(woken, [true, true, false, true]);
+        assert_eq!(p.waiting.iter().map(|w| w.0).collect::<Vec<_>>(), [3]);
         p.failed = Some("disk gone".into());
         p.wake();
-        assert!(rx[3].try_recv().is_ok(), "a failure wakes everyone");
+        assert!(rx[2].try_recv().is_ok(), "a failure wakes everyone");
         assert!(p.waiting.is_empty());
     }
 }
