@@ -116,6 +116,8 @@ pub enum WatchState<V, K = ()> {
 pub struct Watch<V, K = ()> {
     stream: tonic::Streaming<pb::WatchEvent>,
     done: bool,
+    /// The parts of a snapshot received so far, while more follow.
+    partial: Option<pb::WatchEvent>,
     types: PhantomData<fn() -> (V, K)>,
 }
 
@@ -127,6 +129,9 @@ impl<V: DeserializeOwned, K: DeserializeOwned> Watch<V, K> {
             client_id: conn.client_id().to_string(),
             name: name.to_owned(),
             snapshot,
+            // A snapshot over the server's message limit comes in parts,
+            // joined here: a big object can be watched from its state.
+            parts: true,
         };
         let started = tokio::time::timeout(crate::DEFAULT_CALL_TIMEOUT, client.watch(request))
             .await
@@ -139,6 +144,7 @@ impl<V: DeserializeOwned, K: DeserializeOwned> Watch<V, K> {
         Ok(Watch {
             stream: started.map_err(Error::from)?.into_inner(),
             done: false,
+            partial: None,
             types: PhantomData,
         })
     }
@@ -147,20 +153,35 @@ impl<V: DeserializeOwned, K: DeserializeOwned> Watch<V, K> {
     /// [`ChangeKind::Deleted`]). A server that shuts down ends the watch
     /// with [`Error::Unavailable`].
     pub async fn next(&mut self) -> Result<Option<Change<V, K>>> {
-        if self.done {
-            return Ok(None);
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let got = self.stream.message().await;
+            if let Some(settled) = self.settle(got.map_err(Error::from)) {
+                return settled;
+            }
         }
-        let got = self.stream.message().await;
-        self.settle(got.map_err(Error::from))
     }
 
-    fn settle(&mut self, got: Result<Option<pb::WatchEvent>>) -> Result<Option<Change<V, K>>> {
-        match got {
-            Ok(Some(e)) => {
-                let change = decode(e)?;
-                self.done = matches!(change.kind, ChangeKind::Deleted);
-                Ok(Some(change))
-            }
+    /// What a message from the stream means: a change, the end, an error,
+    /// or (`None`) nothing yet: a part of a snapshot with more to come.
+    fn settle(
+        &mut self,
+        got: Result<Option<pb::WatchEvent>>,
+    ) -> Option<Result<Option<Change<V, K>>>> {
+        Some(match got {
+            Ok(Some(e)) => match self.join(e) {
+                Ok(None) => return None,
+                Ok(Some(whole)) => decode(whole).map(|change| {
+                    self.done = matches!(change.kind, ChangeKind::Deleted);
+                    Some(change)
+                }),
+                Err(e) => {
+                    self.done = true;
+                    Err(e)
+                }
+            },
             Ok(None) => {
                 self.done = true;
                 Err(Error::Unavailable(
@@ -171,22 +192,65 @@ impl<V: DeserializeOwned, K: DeserializeOwned> Watch<V, K> {
                 self.done = true;
                 Err(e)
             }
-        }
+        })
     }
+
+    /// Joins the parts of a snapshot (`more` set on all but the last):
+    /// `None` while more are to come, then the whole snapshot.
+    fn join(&mut self, e: pb::WatchEvent) -> Result<Option<pb::WatchEvent>> {
+        let more = matches!(&e.kind, Some(W::Snapshot(s)) if s.more);
+        let whole = match self.partial.take() {
+            None => e,
+            Some(mut so_far) => {
+                join_snapshot(&mut so_far, e)?;
+                so_far
+            }
+        };
+        if more {
+            self.partial = Some(whole);
+            return Ok(None);
+        }
+        Ok(Some(whole))
+    }
+}
+
+/// Appends snapshot part `next` to `so_far`; it must be the same
+/// snapshot's (same seq, same kind of state).
+fn join_snapshot(so_far: &mut pb::WatchEvent, next: pb::WatchEvent) -> Result<()> {
+    let broken = || Error::Protocol("a snapshot in parts was broken off".into());
+    if next.seq != so_far.seq {
+        return Err(broken());
+    }
+    let (Some(W::Snapshot(a)), Some(W::Snapshot(b))) = (&mut so_far.kind, next.kind) else {
+        return Err(broken());
+    };
+    match (&mut a.state, b.state) {
+        (Some(S::Dict(m)), Some(S::Dict(n))) => m.entries.extend(n.entries),
+        (Some(S::List(l)), Some(S::List(n))) | (Some(S::Queue(l)), Some(S::Queue(n))) => {
+            l.items.extend(n.items)
+        }
+        _ => return Err(broken()),
+    }
+    a.more = b.more;
+    Ok(())
 }
 
 impl<V: DeserializeOwned, K: DeserializeOwned> Stream for Watch<V, K> {
     type Item = Result<Change<V, K>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.stream).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(got) => {
-                let got = got.transpose().map_err(Error::from);
-                Poll::Ready(self.settle(got).transpose())
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(got) => {
+                    let got = got.transpose().map_err(Error::from);
+                    if let Some(settled) = self.settle(got) {
+                        return Poll::Ready(settled.transpose());
+                    }
+                }
             }
         }
     }

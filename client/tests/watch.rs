@@ -315,6 +315,84 @@ async fn a_slow_watcher_lags_and_resyncs_without_blocking_the_writer() {
     assert_eq!(after.kind, ChangeKind::ValueSet("after".to_owned()));
 }
 
+/// A snapshot larger than the server's largest message comes in parts
+/// (the client asks for them and joins them): a dict, a list and a queue of
+/// ~200 kB each against `--max-message-bytes 65536`, each whole and in
+/// order, then the next change without a gap. A raw client that does not
+/// ask for parts gets RESOURCE_EXHAUSTED instead of a broken stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_over_the_message_limit_comes_in_parts() {
+    use procshare::wire::{procshare_client::ProcshareClient, WatchRequest};
+    let s = Server::start_with(&["--max-message-bytes", "65536", "--max-value-bytes", "16384"]);
+    let m = manager(&s).await;
+    let item = |i: usize| format!("{i:0>2000}");
+    let d = m.dict::<String, String>("d").await.unwrap();
+    let l = m.list::<String>("l").await.unwrap();
+    let q = m.queue::<String>("q", 0).await.unwrap();
+    for i in 0..100 {
+        d.insert(format!("k{i}"), item(i)).await.unwrap();
+        l.push(item(i)).await.unwrap();
+        q.put(item(i)).await.unwrap();
+    }
+    let items: Vec<String> = (0..100).map(item).collect();
+
+    let mut w = d.watch_from_snapshot().await.unwrap();
+    let snap = next(&mut w).await;
+    let ChangeKind::Snapshot(WatchState::Dict(entries)) = snap.kind else {
+        panic!("{:?}", snap.kind)
+    };
+    let got: HashMap<String, String> = entries.into_iter().collect();
+    let want: HashMap<String, String> = (0..100).map(|i| (format!("k{i}"), item(i))).collect();
+    assert_eq!(got, want);
+    d.insert("new".to_owned(), "v".to_owned()).await.unwrap();
+    let change = next(&mut w).await;
+    assert_eq!(change.seq, snap.seq + 1, "no gap after the parts");
+    assert_eq!(
+        change.kind,
+        ChangeKind::KeySet {
+            key: "new".to_owned(),
+            value: "v".to_owned()
+        }
+    );
+
+    let mut w = l.watch_from_snapshot().await.unwrap();
+    let snap = next(&mut w).await;
+    assert_eq!(
+        snap.kind,
+        ChangeKind::Snapshot(WatchState::List(items.clone()))
+    );
+    let mut w = q.watch_from_snapshot().await.unwrap();
+    let snap = next(&mut w).await;
+    let ChangeKind::Snapshot(WatchState::Queue {
+        items: got,
+        unfinished,
+    }) = snap.kind
+    else {
+        panic!("{:?}", snap.kind)
+    };
+    assert!(got == items, "the queue's items in order");
+    assert_eq!(unfinished, 100, "every part carries the count");
+
+    let mut raw = ProcshareClient::connect(s.url()).await.unwrap();
+    let request = WatchRequest {
+        client_id: String::new(),
+        name: "d".into(),
+        snapshot: true,
+        parts: false,
+    };
+    let mut events = raw.watch(request).await.unwrap().into_inner();
+    let err = tokio::time::timeout(DEADLINE, events.message())
+        .await
+        .expect("an answer within the deadline")
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--max-message-bytes"),
+        "{}",
+        err.message()
+    );
+}
+
 /// A missing object is NOT_FOUND and a lock cannot be watched (WRONG_KIND),
 /// through the raw gRPC call, the CLI and the client.
 #[tokio::test(flavor = "multi_thread")]
@@ -328,6 +406,7 @@ async fn missing_objects_and_unwatchable_kinds_are_refused() {
         client_id: String::new(),
         name: name.into(),
         snapshot: false,
+        parts: false,
     };
     let err = raw.watch(request("nope")).await.expect_err("refused");
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");

@@ -441,7 +441,13 @@ impl Procshare for Service {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        super::watch::start(&self.store, &self.sessions, &self.shutdown, request)
+        super::watch::start(
+            &self.store,
+            &self.sessions,
+            &self.shutdown,
+            request,
+            self.limits.max_reply_bytes,
+        )
     }
 
     type SessionStream = super::stream::Responses;
