@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use procshare_proto::{self as pb, procshare_client::ProcshareClient, response::Outcome};
 use prost::bytes::Bytes;
+use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -672,14 +673,17 @@ impl Connection {
                 .collect(),
             atomic,
         };
+        // Encoded once; every attempt sends the same bytes (re-encoded only
+        // when a reopened session gives the batch a new client id).
+        let mut encoded = Bytes::from(batch.encode_to_vec());
         let limit = self.call_timeout;
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(20);
         let mut reopened = false;
         loop {
             let left = limit.saturating_sub(started.elapsed());
-            let mut client = self.client.clone();
-            let reply = match tokio::time::timeout(left, client.batch(batch.clone())).await {
+            let call = encode::batch(self.raw.clone(), encoded.clone());
+            let reply = match tokio::time::timeout(left, call).await {
                 Ok(r) => r.map_err(|s| self.call_error(s)),
                 Err(_) => Err(Error::Timeout(format!(
                     "no answer from {} within {limit:?}",
@@ -688,8 +692,7 @@ impl Connection {
             };
             let expired = |e: &Error| matches!(e, Error::SessionExpired(_));
             let outcomes: Result<Vec<Result<pb::OpResult>>> = reply.map(|r| {
-                r.into_inner()
-                    .responses
+                r.responses
                     .into_iter()
                     .map(|r| match r.outcome {
                         Some(Outcome::Ok(result)) => Ok(result),
@@ -715,6 +718,7 @@ impl Connection {
                     if let Some(s) = &self.session {
                         s.reopen(&batch.client_id).await?;
                         batch.client_id = s.id().to_string();
+                        encoded = Bytes::from(batch.encode_to_vec());
                     }
                     reopened = true;
                 }

@@ -16,6 +16,9 @@ use procshare_proto::codec::{SliceCodec, SliceDecoder};
 use procshare_proto::{self as pb, fields, op::Kind};
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, WireType};
+use std::marker::PhantomData;
+
+use prost::Message;
 use tonic::codec::{Codec, EncodeBuf, Encoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::GrpcMethod;
@@ -79,22 +82,29 @@ pub(crate) fn cancel(request_id: u64) -> Bytes {
     buf.freeze()
 }
 
-/// The codec of calls whose requests are already encoded.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PreEncoded;
+/// The codec of calls whose requests are already encoded; their answers
+/// are `D` (`Response`; `BatchResponse` for `Batch`).
+#[derive(Debug)]
+pub(crate) struct PreEncoded<D = pb::Response>(PhantomData<fn() -> D>);
 
-impl Codec for PreEncoded {
+impl<D> Default for PreEncoded<D> {
+    fn default() -> Self {
+        PreEncoded(PhantomData)
+    }
+}
+
+impl<D: Message + Default + Send + 'static> Codec for PreEncoded<D> {
     type Encode = Bytes;
-    type Decode = pb::Response;
+    type Decode = D;
     type Encoder = BytesEncoder;
-    type Decoder = SliceDecoder<pb::Response>;
+    type Decoder = SliceDecoder<D>;
 
     fn encoder(&mut self) -> BytesEncoder {
         BytesEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        SliceCodec::<pb::Request, pb::Response>::default().decoder()
+        SliceCodec::<pb::Request, D>::default().decoder()
     }
 }
 
@@ -127,7 +137,23 @@ pub(crate) async fn execute(mut raw: Raw, request: Bytes) -> Result<pb::Response
     req.extensions_mut()
         .insert(GrpcMethod::new("procshare.v1.Procshare", "Execute"));
     let path = PathAndQuery::from_static("/procshare.v1.Procshare/Execute");
-    Ok(raw.unary(req, path, PreEncoded).await?.into_inner())
+    Ok(raw
+        .unary(req, path, PreEncoded::default())
+        .await?
+        .into_inner())
+}
+
+/// `Batch`, with an encoded `BatchRequest`: a retry resends the same bytes.
+pub(crate) async fn batch(mut raw: Raw, request: Bytes) -> Result<pb::BatchResponse, Status> {
+    ready(&mut raw).await?;
+    let mut req = tonic::Request::new(request);
+    req.extensions_mut()
+        .insert(GrpcMethod::new("procshare.v1.Procshare", "Batch"));
+    let path = PathAndQuery::from_static("/procshare.v1.Procshare/Batch");
+    Ok(raw
+        .unary(req, path, PreEncoded::default())
+        .await?
+        .into_inner())
 }
 
 /// Opens the session stream, whose requests are encoded.
@@ -140,7 +166,10 @@ pub(crate) async fn session(
     req.extensions_mut()
         .insert(GrpcMethod::new("procshare.v1.Procshare", "Session"));
     let path = PathAndQuery::from_static("/procshare.v1.Procshare/Session");
-    Ok(raw.streaming(req, path, PreEncoded).await?.into_inner())
+    Ok(raw
+        .streaming(req, path, PreEncoded::default())
+        .await?
+        .into_inner())
 }
 
 // proto3 leaves out a field at its default value; so do these.

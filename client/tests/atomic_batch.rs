@@ -377,3 +377,51 @@ async fn a_batch_of_more_operations_than_a_reply_can_answer_is_refused_whole() {
     }
     assert_eq!(log.len().await.unwrap(), 0, "nothing applied");
 }
+
+/// A plain batch whose reply is lost after it was applied (the server drops
+/// every second one here) is sent again, the same bytes under the same
+/// request ids, and the server answers the retry from what it remembers:
+/// each increment counts once. An atomic batch is not retried (whether it
+/// was applied is unknown to the client): the caller gets UNAVAILABLE.
+#[tokio::test]
+async fn a_plain_batch_whose_reply_was_lost_is_retried_and_applied_once() {
+    let s = Server::start_with(&["--fault-drop-replies", "2"]);
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, i64>("d").await.unwrap();
+    let key = "n".to_owned();
+    for _ in 0..10 {
+        let results = m
+            .batch()
+            .dict_fetch_add(&d, &key, &1)
+            .unwrap()
+            .dict_fetch_add(&d, &key, &10)
+            .unwrap()
+            .run()
+            .await
+            .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    }
+    assert_eq!(d.get(&key).await.unwrap(), Some(110), "each batch once");
+
+    let mut unavailable = 0;
+    for _ in 0..2 {
+        let r = m
+            .batch()
+            .dict_fetch_add(&d, &key, &1)
+            .unwrap()
+            .atomic()
+            .run()
+            .await;
+        match r {
+            Ok(results) => assert!(results.iter().all(|r| r.is_ok()), "{results:?}"),
+            Err(Error::Unavailable(_)) => unavailable += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(unavailable, 1, "one of two atomic batches lost its reply");
+    assert_eq!(
+        d.get(&key).await.unwrap(),
+        Some(112),
+        "applied, reply lost or not"
+    );
+}

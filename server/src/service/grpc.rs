@@ -387,7 +387,18 @@ impl Procshare for Service {
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let batch = request.into_inner();
         if batch.atomic {
-            return self.atomic_batch(batch).await.map(Response::new);
+            let mutates = batch.requests.iter().any(|r| mutates(r.op.as_ref()));
+            let reply = self.atomic_batch(batch).await?;
+            let applied = reply
+                .responses
+                .iter()
+                .all(|r| matches!(r.outcome, Some(Outcome::Ok(_))));
+            if self.drop_reply(mutates && applied) {
+                return Err(Status::unavailable(
+                    "injected fault: the batch's reply was dropped after it was applied",
+                ));
+            }
+            return Ok(Response::new(reply));
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
         let mut room = Room::new(
@@ -400,6 +411,7 @@ impl Procshare for Service {
         // The batch's own caller, made once for the members that name no
         // other (the usual case), instead of a copy of its id per member.
         let mut batch_caller: Option<Caller> = None;
+        let mut applied_a_mutation = false;
         for r in batch.requests {
             let own;
             let caller = if r.client_id.is_empty() && r.task_id.is_empty() {
@@ -430,7 +442,13 @@ impl Procshare for Service {
                     },
                 },
             };
+            applied_a_mutation |= mutated && outcome.is_ok();
             responses.push(room.answer(r.request_id, mutated, outcome, size));
+        }
+        if self.drop_reply(applied_a_mutation) {
+            return Err(Status::unavailable(
+                "injected fault: the batch's reply was dropped after it was applied",
+            ));
         }
         Ok(Response::new(pb::BatchResponse { responses }))
     }
