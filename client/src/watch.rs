@@ -402,3 +402,58 @@ impl<V: Serialize, K: Serialize> Change<V, K> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(i: i64) -> pb::Value {
+        pb::Value {
+            kind: Some(pb::value::Kind::Int(i)),
+        }
+    }
+
+    fn part(seq: u64, state: S, more: bool) -> pb::WatchEvent {
+        pb::WatchEvent {
+            seq,
+            kind: Some(W::Snapshot(pb::WatchSnapshot {
+                state: Some(state),
+                unfinished: 3,
+                more,
+            })),
+        }
+    }
+
+    fn list(items: &[i64]) -> S {
+        S::List(pb::ValueList {
+            items: items.iter().map(|&i| int(i)).collect(),
+        })
+    }
+
+    #[test]
+    fn parts_of_one_snapshot_join_in_order_and_anything_else_is_refused() {
+        let mut whole = part(7, list(&[1, 2]), true);
+        join_snapshot(&mut whole, part(7, list(&[3]), true)).unwrap();
+        join_snapshot(&mut whole, part(7, list(&[4, 5]), false)).unwrap();
+        assert_eq!(whole, part(7, list(&[1, 2, 3, 4, 5]), false));
+
+        let mut so_far = part(7, list(&[1]), true);
+        let other_seq = join_snapshot(&mut so_far, part(8, list(&[2]), false));
+        assert!(
+            matches!(other_seq, Err(Error::Protocol(_))),
+            "{other_seq:?}"
+        );
+        let dict = S::Dict(pb::ValueMap { entries: vec![] });
+        let other_kind = join_snapshot(&mut so_far, part(7, dict, false));
+        assert!(
+            matches!(other_kind, Err(Error::Protocol(_))),
+            "{other_kind:?}"
+        );
+        let not_a_snapshot = pb::WatchEvent {
+            seq: 7,
+            kind: Some(W::Flag(true)),
+        };
+        let change = join_snapshot(&mut so_far, not_a_snapshot);
+        assert!(matches!(change, Err(Error::Protocol(_))), "{change:?}");
+    }
+}

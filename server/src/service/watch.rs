@@ -155,7 +155,9 @@ fn in_parts(event: pb::WatchEvent, size: Sizing) -> Vec<Result<pb::WatchEvent, S
     };
     let seq = event.seq;
     let Some(W::Snapshot(snapshot)) = event.kind else {
-        return vec![Err(too_large())];
+        return vec![Err(Status::resource_exhausted(format!(
+            "a change of {bytes} bytes is over the largest message (--max-message-bytes)"
+        )))];
     };
     if !size.parts {
         return vec![Err(too_large())];
