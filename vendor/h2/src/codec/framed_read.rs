@@ -6,6 +6,8 @@ use crate::proto::Error;
 
 use crate::hpack;
 
+use super::spare;
+
 use futures_core::Stream;
 
 use bytes::{Buf, BytesMut};
@@ -428,7 +430,9 @@ where
             // PROCSHARE-PATCH: take a read buffer again if it was released
             // (below), of tokio-util's initial size.
             if self.inner.read_buffer().capacity() == 0 {
-                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
+                // PROCSHARE-PATCH (item 9): a spare one, if the thread has one.
+                *self.inner.read_buffer_mut() =
+                    spare::take(spare::Kind::Read, READ_BUFFER_CAPACITY);
             }
             let bytes = match Pin::new(&mut self.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => bytes,
@@ -439,7 +443,9 @@ where
                     // frame buffered: release the read buffer, so that an
                     // idle connection holds none.
                     if self.inner.read_buffer().is_empty() {
-                        *self.inner.read_buffer_mut() = BytesMut::new();
+                        // PROCSHARE-PATCH (item 9): kept as a spare.
+                        let buf = std::mem::take(self.inner.read_buffer_mut());
+                        spare::give(spare::Kind::Read, buf);
                     }
                     return Poll::Pending;
                 }

@@ -3,6 +3,8 @@ use crate::codec::UserError::*;
 use crate::frame::{self, Frame, FrameSize};
 use crate::hpack;
 
+use super::spare;
+
 use bytes::{Buf, BufMut, BytesMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -174,7 +176,9 @@ where
         // PROCSHARE-PATCH: everything buffered is written: give the buffer
         // back, so that an idle connection holds none (it is allocated
         // again by the next `Encoder::buffer`).
-        self.encoder.buf = Cursor::new(BytesMut::new());
+        // PROCSHARE-PATCH (item 9): kept as a spare.
+        let written = std::mem::replace(&mut self.encoder.buf, Cursor::new(BytesMut::new()));
+        spare::give(spare::Kind::Write, written.into_inner());
 
         tracing::trace!("flushing buffer");
         // Flush the upstream
@@ -232,7 +236,8 @@ where
         assert!(self.has_capacity());
         // PROCSHARE-PATCH: allocate the buffer released by the last flush.
         if self.buf.get_ref().capacity() == 0 {
-            *self.buf.get_mut() = BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY);
+            // PROCSHARE-PATCH (item 9): a spare one, if the thread has one.
+            *self.buf.get_mut() = spare::take(spare::Kind::Write, DEFAULT_BUFFER_CAPACITY);
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();

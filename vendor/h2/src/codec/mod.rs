@@ -1,6 +1,8 @@
 mod error;
 mod framed_read;
 mod framed_write;
+// PROCSHARE-PATCH (item 9): spare buffers per thread.
+mod spare;
 
 pub use self::error::{SendError, UserError};
 
