@@ -131,25 +131,27 @@ async fn ready(raw: &mut Raw) -> Result<(), Status> {
 }
 
 /// `Execute`, with an encoded request.
-pub(crate) async fn execute(mut raw: Raw, request: Bytes) -> Result<pb::Response, Status> {
-    ready(&mut raw).await?;
-    let mut req = tonic::Request::new(request);
-    req.extensions_mut()
-        .insert(GrpcMethod::new("procshare.v1.Procshare", "Execute"));
-    let path = PathAndQuery::from_static("/procshare.v1.Procshare/Execute");
-    Ok(raw
-        .unary(req, path, PreEncoded::default())
-        .await?
-        .into_inner())
+pub(crate) async fn execute(raw: Raw, request: Bytes) -> Result<pb::Response, Status> {
+    unary(raw, "Execute", "/procshare.v1.Procshare/Execute", request).await
 }
 
 /// `Batch`, with an encoded `BatchRequest`: a retry resends the same bytes.
-pub(crate) async fn batch(mut raw: Raw, request: Bytes) -> Result<pb::BatchResponse, Status> {
+pub(crate) async fn batch(raw: Raw, request: Bytes) -> Result<pb::BatchResponse, Status> {
+    unary(raw, "Batch", "/procshare.v1.Procshare/Batch", request).await
+}
+
+/// The unary call `method` (at `path`) with an encoded request.
+async fn unary<D: Message + Default + Send + 'static>(
+    mut raw: Raw,
+    method: &'static str,
+    path: &'static str,
+    request: Bytes,
+) -> Result<D, Status> {
     ready(&mut raw).await?;
     let mut req = tonic::Request::new(request);
     req.extensions_mut()
-        .insert(GrpcMethod::new("procshare.v1.Procshare", "Batch"));
-    let path = PathAndQuery::from_static("/procshare.v1.Procshare/Batch");
+        .insert(GrpcMethod::new("procshare.v1.Procshare", method));
+    let path = PathAndQuery::from_static(path);
     Ok(raw
         .unary(req, path, PreEncoded::default())
         .await?

@@ -249,6 +249,18 @@ impl Core {
         }
     }
 
+    /// Testing only (`--fault-drop-replies`): UNAVAILABLE in place of a
+    /// batch's reply that is to be lost. `applied` (did the batch change
+    /// anything?) is asked only when the fault is on.
+    fn lose_batch_reply(&self, applied: impl FnOnce() -> bool) -> Result<(), Status> {
+        if self.limits.fault_drop_replies > 0 && self.drop_reply(applied()) {
+            return Err(Status::unavailable(
+                "injected fault: the batch's reply was dropped after it was applied",
+            ));
+        }
+        Ok(())
+    }
+
     /// Testing only: whether to pretend this mutation's reply was lost.
     pub(super) fn drop_reply(&self, mutated: bool) -> bool {
         let every = self.limits.fault_drop_replies;
@@ -387,17 +399,17 @@ impl Procshare for Service {
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let batch = request.into_inner();
         if batch.atomic {
-            let mutates = batch.requests.iter().any(|r| mutates(r.op.as_ref()));
+            // Only for the fault below (testing), only when it is on.
+            let mutates = self.limits.fault_drop_replies > 0
+                && batch.requests.iter().any(|r| mutates(r.op.as_ref()));
             let reply = self.atomic_batch(batch).await?;
-            let applied = reply
-                .responses
-                .iter()
-                .all(|r| matches!(r.outcome, Some(Outcome::Ok(_))));
-            if self.drop_reply(mutates && applied) {
-                return Err(Status::unavailable(
-                    "injected fault: the batch's reply was dropped after it was applied",
-                ));
-            }
+            self.lose_batch_reply(|| {
+                mutates
+                    && reply
+                        .responses
+                        .iter()
+                        .all(|r| matches!(r.outcome, Some(Outcome::Ok(_))))
+            })?;
             return Ok(Response::new(reply));
         }
         let mut responses = Vec::with_capacity(batch.requests.len());
@@ -445,11 +457,7 @@ impl Procshare for Service {
             applied_a_mutation |= mutated && outcome.is_ok();
             responses.push(room.answer(r.request_id, mutated, outcome, size));
         }
-        if self.drop_reply(applied_a_mutation) {
-            return Err(Status::unavailable(
-                "injected fault: the batch's reply was dropped after it was applied",
-            ));
-        }
+        self.lose_batch_reply(|| applied_a_mutation)?;
         Ok(Response::new(pb::BatchResponse { responses }))
     }
 
