@@ -393,6 +393,65 @@ async fn a_snapshot_over_the_message_limit_comes_in_parts() {
     );
 }
 
+/// A watcher of a dict larger than a message that falls behind gets
+/// `lagged` and then the dict's whole state, which comes in parts: 2,000
+/// changes of 12 kB values (more than the feed and the transport hold for
+/// a watcher that reads nothing) to a 1.2 MB dict, against
+/// `--max-message-bytes 65536`. Before parts, such a watcher's watch ended
+/// with an error at the resync.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_watcher_of_a_big_dict_resyncs_from_a_snapshot_in_parts() {
+    let s = Server::start_with(&["--max-message-bytes", "65536", "--max-value-bytes", "16384"]);
+    let watcher = manager(&s).await;
+    let writer = manager(&s).await;
+    let value = |i: usize| format!("{i:0>12000}");
+    let d = writer.dict::<String, String>("d").await.unwrap();
+    for i in 0..100 {
+        d.insert(format!("k{i}"), value(i)).await.unwrap();
+    }
+    let mut w = watcher
+        .dict::<String, String>("d")
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    let started = next(&mut w).await;
+    assert_eq!(started.kind, ChangeKind::Started);
+    for i in 0..2000 {
+        d.insert(format!("k{}", i % 100), value(i)).await.unwrap();
+    }
+    let want: HashMap<String, String> = (1900..2000)
+        .map(|i| (format!("k{}", i % 100), value(i)))
+        .collect();
+    let mut seq = started.seq;
+    let mut lagged = false;
+    loop {
+        let c = next(&mut w).await;
+        match c.kind {
+            ChangeKind::KeySet { .. } if !lagged => {
+                assert_eq!(c.seq, seq + 1, "no gap before the lag");
+                seq = c.seq;
+            }
+            ChangeKind::Lagged { missed } => {
+                assert_eq!(missed, c.seq - seq);
+                lagged = true;
+            }
+            ChangeKind::Snapshot(WatchState::Dict(entries)) if lagged => {
+                assert_eq!(c.seq, started.seq + 2000);
+                let got: HashMap<String, String> = entries.into_iter().collect();
+                assert!(got == want, "the snapshot is the dict's state");
+                seq = c.seq;
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    d.insert("after".to_owned(), "x".to_owned()).await.unwrap();
+    let after = next(&mut w).await;
+    assert_eq!(after.seq, seq + 1, "changes go on after the parts");
+}
+
 /// A missing object is NOT_FOUND and a lock cannot be watched (WRONG_KIND),
 /// through the raw gRPC call, the CLI and the client.
 #[tokio::test(flavor = "multi_thread")]
