@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::proxy::{DictProxy, ListProxy, ValueProxy};
+use crate::proxy::{DictProxy, ListProxy, QueueProxy, ValueProxy};
 use crate::value::to_wire;
 
 /// Operations collected to be sent in one `Batch` call; made by
@@ -22,9 +22,11 @@ use crate::value::to_wire;
 /// seeing a state in between, or, if one fails, none (every result is then
 /// an error: the failing operation's own, and "not applied" for the rest).
 /// An atomic batch takes only operations that do not wait, and changes only
-/// to dicts, lists, values, namespaces and arrays (opening, deleting and
-/// reading anything is fine); otherwise the whole batch is refused with
-/// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+/// to dicts, lists, values, namespaces, arrays and queues (a queue's put,
+/// get and task done, without waiting: [`queue_put`](Self::queue_put),
+/// [`queue_get`](Self::queue_get), [`queue_task_done`](Self::queue_task_done));
+/// opening, deleting and reading anything is fine. Otherwise the whole batch
+/// is refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
 ///
 /// ```no_run
 /// # async fn demo(m: procshare::Manager) -> procshare::Result<()> {
@@ -40,6 +42,23 @@ use crate::value::to_wire;
 ///     .run()
 ///     .await?;
 /// assert_eq!(results.len(), 3);
+/// # Ok(()) }
+/// ```
+///
+/// A worker's result and its `task_done`, both or neither, so that whoever
+/// [`join`](QueueProxy::join)s the queue finds every result in place:
+///
+/// ```no_run
+/// # async fn demo(m: procshare::Manager) -> procshare::Result<()> {
+/// let jobs = m.joinable_queue::<u64>("jobs", 0).await?;
+/// let results = m.dict::<u64, String>("results").await?;
+/// let job = jobs.get().await?;
+/// m.batch()
+///     .dict_insert(&results, &job, &format!("job {job} done"))?
+///     .queue_task_done(&jobs)
+///     .atomic()
+///     .run()
+///     .await?;
 /// # Ok(()) }
 /// ```
 ///
@@ -156,6 +175,38 @@ impl Batch {
             value: Some(to_wire(value)?),
         });
         Ok(self.op(cell.name(), op))
+    }
+
+    /// `queue.put_nowait(item)`: on a full queue the operation fails
+    /// ([`Error::Full`](crate::Error::Full)); a batch never waits.
+    pub fn queue_put<T: Serialize + DeserializeOwned>(
+        self,
+        queue: &QueueProxy<T>,
+        item: &T,
+    ) -> Result<Self> {
+        let op = Op::QueuePut(pb::QueuePut {
+            value: Some(to_wire(item)?),
+            blocking: false,
+            timeout_secs: None,
+        });
+        Ok(self.op(queue.name(), op))
+    }
+
+    /// `queue.get_nowait()` (result: the item, a `value`): on an empty
+    /// queue the operation fails ([`Error::Empty`](crate::Error::Empty));
+    /// a batch never waits.
+    pub fn queue_get<T: Serialize + DeserializeOwned>(self, queue: &QueueProxy<T>) -> Self {
+        let op = Op::QueueGet(pb::QueueGet {
+            blocking: false,
+            timeout_secs: None,
+        });
+        self.op(queue.name(), op)
+    }
+
+    /// `queue.task_done()` on a joinable queue: past the count of items
+    /// put, the operation fails ([`Error::InvalidArgument`](crate::Error::InvalidArgument)).
+    pub fn queue_task_done<T: Serialize + DeserializeOwned>(self, queue: &QueueProxy<T>) -> Self {
+        self.op(queue.name(), Op::QueueTaskDone(pb::QueueTaskDone {}))
     }
 
     /// Sends the batch: one result per operation, in order. The call itself

@@ -1007,6 +1007,31 @@ impl Batch {
         self.map(|b| b.value_set(&cell.inner, value))
     }
 
+    /// `queue.put_nowait(item)`; see [`crate::Batch::queue_put`].
+    pub fn queue_put<T: Serialize + DeserializeOwned>(
+        self,
+        queue: &QueueProxy<T>,
+        item: &T,
+    ) -> Result<Self> {
+        self.map(|b| b.queue_put(&queue.inner, item))
+    }
+
+    /// `queue.get_nowait()`; see [`crate::Batch::queue_get`].
+    pub fn queue_get<T: Serialize + DeserializeOwned>(self, queue: &QueueProxy<T>) -> Self {
+        Batch {
+            inner: self.inner.queue_get(&queue.inner),
+            rt: self.rt,
+        }
+    }
+
+    /// `queue.task_done()`; see [`crate::Batch::queue_task_done`].
+    pub fn queue_task_done<T: Serialize + DeserializeOwned>(self, queue: &QueueProxy<T>) -> Self {
+        Batch {
+            inner: self.inner.queue_task_done(&queue.inner),
+            rt: self.rt,
+        }
+    }
+
     /// Sends the batch: one result per operation, in order.
     pub fn run(self) -> Result<Vec<Result<crate::wire::OpResult>>> {
         self.rt.block_on(self.inner.run())

@@ -104,27 +104,33 @@ async fn a_plain_batch_applies_each_operation_on_its_own() {
 }
 
 #[tokio::test]
-async fn waits_and_queue_changes_are_refused_in_an_atomic_batch() {
+async fn waits_and_lock_changes_are_refused_in_an_atomic_batch() {
     let s = Server::start();
     let m = Manager::connect(&s.url()).await.unwrap();
     let d = m.dict::<String, i64>("d").await.unwrap();
     m.queue::<i64>("q", 0).await.unwrap();
-    for op in [
-        Op::QueueGet(pb::QueueGet {
-            blocking: true,
-            timeout_secs: Some(1.0),
-        }),
-        Op::QueuePut(pb::QueuePut {
-            value: Some(procshare::value::to_wire(&1).unwrap()),
-            blocking: false,
-            timeout_secs: None,
-        }),
+    m.lock("l").await.unwrap();
+    for (name, op) in [
+        (
+            "q",
+            Op::QueueGet(pb::QueueGet {
+                blocking: true,
+                timeout_secs: Some(1.0),
+            }),
+        ),
+        (
+            "l",
+            Op::LockAcquire(pb::LockAcquire {
+                blocking: false,
+                timeout_secs: None,
+            }),
+        ),
     ] {
         let err = m
             .batch()
             .dict_insert(&d, &"a".into(), &1)
             .unwrap()
-            .op("q", op)
+            .op(name, op)
             .atomic()
             .run()
             .await
@@ -132,6 +138,149 @@ async fn waits_and_queue_changes_are_refused_in_an_atomic_batch() {
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         assert!(d.is_empty().await.unwrap(), "nothing applied");
     }
+}
+
+/// The item an atomic batch's `queue_get` took.
+fn taken(r: &procshare::Result<pb::OpResult>) -> i64 {
+    match r {
+        Ok(pb::OpResult {
+            kind: Some(R::Value(v)),
+        }) => procshare::value::from_wire(v.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn queue_changes_in_an_atomic_batch_stand_or_fall_with_the_rest() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let jobs = m.joinable_queue::<i64>("jobs", 0).await.unwrap();
+    let results = m.dict::<i64, String>("results").await.unwrap();
+    let count = m.dict::<String, i64>("count").await.unwrap();
+    for job in 0..3 {
+        jobs.put(job).await.unwrap();
+    }
+
+    // A job taken and counted, the count failing: the job stays first in
+    // line and is not counted.
+    let out = m
+        .batch()
+        .queue_get(&jobs)
+        .dict_fetch_add(&count, &"taken".into(), &1)
+        .unwrap()
+        .op("missing", Op::ListLen(pb::ListLen {}))
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(out.iter().all(|r| r.is_err()), "{out:?}");
+    assert_eq!(jobs.qsize().await.unwrap(), 3);
+    assert_eq!(count.get(&"taken".into()).await.unwrap(), None);
+
+    // Taken and counted together.
+    let out = m
+        .batch()
+        .queue_get(&jobs)
+        .dict_fetch_add(&count, &"taken".into(), &1)
+        .unwrap()
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(taken(&out[0]), 0, "the first job, still first");
+    assert_eq!(count.get(&"taken".into()).await.unwrap(), Some(1));
+
+    // A result recorded and its task marked done, both or neither: a
+    // second task_done than the queue has tasks for fails both.
+    let out = m
+        .batch()
+        .dict_insert(&results, &0, &"zero".into())
+        .unwrap()
+        .queue_task_done(&jobs)
+        .queue_task_done(&jobs)
+        .queue_task_done(&jobs)
+        .queue_task_done(&jobs)
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    let Err(Error::InvalidArgument(why)) = &out[4] else {
+        panic!("{out:?}")
+    };
+    assert!(why.contains("task_done"), "{why}");
+    assert!(results.is_empty().await.unwrap());
+    let joined = jobs.join_timeout(std::time::Duration::from_millis(1)).await;
+    assert!(matches!(joined, Err(Error::Timeout(_))), "{joined:?}");
+
+    // An empty queue fails the batch with Empty, a full one with Full.
+    let small = m.queue::<i64>("small", 1).await.unwrap();
+    let out = m
+        .batch()
+        .queue_put(&small, &1)
+        .unwrap()
+        .queue_put(&small, &2)
+        .unwrap()
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(matches!(out[1], Err(Error::Full(_))), "{out:?}");
+    assert_eq!(small.qsize().await.unwrap(), 0);
+    let out = m.batch().queue_get(&small).atomic().run().await.unwrap();
+    assert!(matches!(out[0], Err(Error::Empty(_))), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_claiming_jobs_atomically_count_each_exactly_once() {
+    let s = Server::start();
+    let url = s.url();
+    let m = Manager::connect(&url).await.unwrap();
+    let jobs = m.queue::<i64>("jobs", 0).await.unwrap();
+    let n = 200;
+    for job in 0..n {
+        jobs.put(job).await.unwrap();
+    }
+    // Each worker, its own client, takes a job and adds it to its tally in
+    // one atomic batch, and every other batch fails on purpose after the
+    // take: a failed one must leave its job for someone.
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let m = Manager::connect(&url).await.unwrap();
+            let jobs = m.queue::<i64>("jobs", 0).await.unwrap();
+            let tally = m.dict::<String, i64>("tally").await.unwrap();
+            let mut mine = Vec::new();
+            for attempt in 0.. {
+                let mut b = m
+                    .batch()
+                    .queue_get(&jobs)
+                    .dict_fetch_add(&tally, &format!("w{w}"), &1)
+                    .unwrap();
+                if attempt % 2 == 1 {
+                    b = b.op("missing", Op::ListLen(pb::ListLen {}));
+                }
+                let out = b.atomic().run().await.unwrap();
+                match &out[0] {
+                    Err(Error::Empty(_)) => break,
+                    Ok(_) => mine.push(taken(&out[0])),
+                    Err(Error::NotFound(_)) => assert_eq!(attempt % 2, 1, "{out:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "each job taken once");
+    let tally = m.dict::<String, i64>("tally").await.unwrap();
+    let counted: i64 = tally.values().await.unwrap().into_iter().sum();
+    assert_eq!(counted, n, "and counted once");
+    assert!(jobs.empty().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +361,10 @@ fn atomic_batches_are_replayed_whole_after_a_kill() {
         let m = procshare::blocking::Manager::connect(&s.url()).unwrap();
         let d = m.dict::<String, i64>("d").unwrap();
         let l = m.list::<i64>("l").unwrap();
+        let jobs = m.queue::<i64>("jobs", 0).unwrap();
+        for job in 0..12 {
+            jobs.put(job).unwrap();
+        }
         for i in 0..10 {
             let r = m
                 .batch()
@@ -219,6 +372,7 @@ fn atomic_batches_are_replayed_whole_after_a_kill() {
                 .unwrap()
                 .list_push(&l, &i)
                 .unwrap()
+                .queue_get(&jobs)
                 .op("created", open_queue())
                 .atomic()
                 .run()
@@ -232,6 +386,7 @@ fn atomic_batches_are_replayed_whole_after_a_kill() {
             .unwrap()
             .list_push(&l, &100)
             .unwrap()
+            .queue_get(&jobs)
             .op("nope", Op::ListLen(pb::ListLen {}))
             .atomic()
             .run()
@@ -245,13 +400,20 @@ fn atomic_batches_are_replayed_whole_after_a_kill() {
     let l = m.list::<i64>("l").unwrap();
     assert_eq!(d.get(&"n".into()).unwrap(), Some(10));
     assert_eq!(l.snapshot().unwrap(), (0..10).collect::<Vec<_>>());
+    let jobs = m.queue::<i64>("jobs", 0).unwrap();
+    assert_eq!(
+        jobs.qsize().unwrap(),
+        2,
+        "ten taken by the batches that stood"
+    );
+    assert_eq!(jobs.get_nowait().unwrap(), 10);
     let names: Vec<_> = m
         .list_objects()
         .unwrap()
         .into_iter()
         .map(|o| o.name)
         .collect();
-    assert_eq!(names, ["created", "d", "l"]);
+    assert_eq!(names, ["created", "d", "jobs", "l"]);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,15 +10,18 @@
 //! batch saves it; if an operation fails, every object touched is put back
 //! (or removed again, if the batch created it) and the buffered log records
 //! are dropped. Only operations whose effect can be put back that way are
-//! taken: none that waits, and changes only to data objects (dict, list,
-//! value, namespace, array); locks, semaphores, queues and the like take
-//! part by being opened, deleted or read. Saving copies the object, so a
-//! change costs in proportion to the size of the object, except the
-//! commonest, which are undone step by step instead (`Step`): a change
-//! to one key of a dict (set, remove, setdefault, compare-and-swap,
-//! fetch-add) notes only that key's place and value, an append to a list
-//! the list's length (a batch of two sets into a dict of 1,000,000 entries
-//! took 156 ms, holding every other call back, when it copied the dict).
+//! taken: none that waits, changes to data objects (dict, list, value,
+//! namespace, array), and a queue's put, get and task done (without
+//! waiting); locks, semaphores, events and the like take part by being
+//! opened, deleted or read. Saving copies the object, so a change costs in
+//! proportion to the size of the object, except the commonest, which are
+//! undone step by step instead (`Step`): a change to one key of a dict
+//! (set, remove, setdefault, compare-and-swap, fetch-add) notes only that
+//! key's place and value, an append to a list the list's length (a batch
+//! of two sets into a dict of 1,000,000 entries took 156 ms, holding every
+//! other call back, when it copied the dict). A queue is only ever undone
+//! step by step, in place: the calls blocked on it hold that very queue,
+//! and a copy put in its place would never wake them.
 //!
 //! With a data dir, the batch is one log record holding its operations, so
 //! a crash never leaves half of it in the log.
@@ -34,6 +37,7 @@ use procshare_proto::{self as pb, op::Kind as Op, OpResult};
 use prost::Message;
 
 use super::journal::{Recorder, Sink};
+use super::queue;
 use super::restore::save_one;
 use super::val::Val;
 use super::watch::{Held, Watched};
@@ -120,11 +124,14 @@ enum Step {
     DictKey(Val, Option<(usize, Val)>),
     /// Items appended to a list that had this many.
     ListLen(usize),
+    /// A put, get or task done on a queue.
+    Queue(queue::Undo),
 }
 
 /// The step that will undo `op` on `object`, if it is one of the changes
 /// undone without a copy: a change to one dict key (set, remove,
-/// setdefault, compare-and-swap, fetch-add), an append to a list. `None`
+/// setdefault, compare-and-swap, fetch-add), an append to a list, a
+/// queue's put, get or task done. `None`
 /// for any other (the object is copied first), and `Some(None)` for one
 /// that will fail and so change nothing.
 fn step(object: &Object, op: &Op) -> Option<Option<Step>> {
@@ -148,6 +155,7 @@ fn step(object: &Object, op: &Op) -> Option<Option<Step>> {
         (Object::List(l), Op::ListPush(_) | Op::ListExtend(_)) => {
             Some(Some(Step::ListLen(l.len())))
         }
+        (Object::Queue(q), _) => q.undo_for(op).map(|undo| undo.map(Step::Queue)),
         _ => None,
     }
 }
@@ -161,6 +169,8 @@ fn refused(op: &Op) -> Option<&'static str> {
         Op::Snapshot(_) => Some("a snapshot"),
         Op::Sessions(_) => Some("a list of sessions"),
         _ if is_read_only(op) => None,
+        // Not waiting (above), and undone in place (`Step::Queue`).
+        Op::QueuePut(_) | Op::QueueGet(_) | Op::QueueTaskDone(_) => None,
         _ => match Family::of(op) {
             Family::Manager
             | Family::Dict
@@ -168,7 +178,7 @@ fn refused(op: &Op) -> Option<&'static str> {
             | Family::Value
             | Family::Namespace
             | Family::Array => None,
-            _ => Some("a change to a lock, semaphore, condition, event, barrier, queue or pipe"),
+            _ => Some("a change to a lock, semaphore, condition, event, barrier, pipe or pool"),
         },
     }
 }
@@ -417,6 +427,7 @@ impl Store {
                 match (&orig.object, step) {
                     (Object::Dict(d), Step::DictKey(key, was)) => d.undo_key(&key, was),
                     (Object::List(l), Step::ListLen(len)) => l.truncate(len),
+                    (Object::Queue(q), Step::Queue(undo)) => q.undo(undo),
                     (_, step) => {
                         tracing::error!(name, ?step, "atomic batch: a step for another kind")
                     }
@@ -434,6 +445,7 @@ fn put_back(orig: &Object, saved: Object) -> Option<Object> {
         (Object::Dict(o), Object::Dict(s)) => o.put_back(s),
         (Object::List(o), Object::List(s)) => o.put_back(s),
         (Object::Value(o), Object::Value(s)) => o.put_back(s),
+        (Object::Queue(o), Object::Queue(s)) => o.put_back(s),
         (_, saved) => return Some(saved),
     }
     None
@@ -448,6 +460,7 @@ fn keeps_contents(o: &Object) -> bool {
             | Object::Value(_)
             | Object::Namespace(_)
             | Object::Array(_)
+            | Object::Queue(_)
     )
 }
 
@@ -464,7 +477,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{as_maybe, as_pair, as_values, open, s};
+    use super::super::testing::{as_maybe, as_pair, as_value, as_values, open, s};
     use super::super::val::Val;
     use super::*;
     use procshare_proto::Kind;
@@ -712,30 +725,191 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waits_and_queue_changes_are_refused_whole() {
+    async fn waits_and_lock_changes_are_refused_whole() {
         let store = Store::new();
         store
-            .apply_atomic_unbounded(vec![op("q", open(Kind::Queue))])
+            .apply_atomic_unbounded(vec![op("q", open(Kind::Queue)), op("l", open(Kind::Lock))])
             .await
             .unwrap();
-        for bad in [
-            Op::QueueGet(pb::QueueGet {
-                blocking: true,
-                timeout_secs: None,
-            }),
-            Op::QueuePut(pb::QueuePut {
-                value: Some(Val::Int(1).to_wire()),
-                blocking: false,
-                timeout_secs: None,
-            }),
+        for (name, bad) in [
+            (
+                "q",
+                Op::QueueGet(pb::QueueGet {
+                    blocking: true,
+                    timeout_secs: None,
+                }),
+            ),
+            (
+                "l",
+                Op::LockAcquire(pb::LockAcquire {
+                    blocking: false,
+                    timeout_secs: None,
+                }),
+            ),
         ] {
             let err = store
-                .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op("q", bad)])
+                .apply_atomic_unbounded(vec![op("d", open(Kind::Dict)), op(name, bad)])
                 .await
                 .unwrap_err();
             assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
             assert!(store.get("d").is_err(), "nothing applied");
         }
+    }
+
+    fn qput(v: i64) -> (Caller, pb::Op) {
+        op(
+            "q",
+            Op::QueuePut(pb::QueuePut {
+                value: Some(Val::Int(v).to_wire()),
+                blocking: false,
+                timeout_secs: None,
+            }),
+        )
+    }
+
+    fn qget() -> (Caller, pb::Op) {
+        op(
+            "q",
+            Op::QueueGet(pb::QueueGet {
+                blocking: false,
+                timeout_secs: None,
+            }),
+        )
+    }
+
+    fn qdone() -> (Caller, pb::Op) {
+        op("q", Op::QueueTaskDone(pb::QueueTaskDone {}))
+    }
+
+    /// The items of queue "q" and its unfinished count.
+    fn queue_state(store: &Store) -> (Vec<Val>, u64) {
+        let q = store.get("q").unwrap();
+        let Object::Queue(q) = &q.object else {
+            panic!("q is a queue")
+        };
+        let (items, unfinished, _) = q.save(|| 0);
+        (items, unfinished)
+    }
+
+    #[tokio::test]
+    async fn undone_queue_changes_leave_the_same_queue_as_it_was() {
+        let store = Store::new();
+        store
+            .apply_atomic_unbounded(vec![
+                op("q", open(Kind::JoinableQueue)),
+                qput(1),
+                qput(2),
+                qput(3),
+                qget(),
+            ])
+            .await
+            .unwrap();
+        let was = queue_state(&store);
+        assert_eq!(was, (vec![Val::Int(2), Val::Int(3)], 3));
+        let original = store.get("q").unwrap();
+        let missing = op("missing", Op::ListLen(pb::ListLen {}));
+        for batch in [
+            vec![
+                qget(),
+                qput(4),
+                qdone(),
+                qget(),
+                qput(5),
+                qdone(),
+                missing.clone(),
+            ],
+            vec![
+                qput(4),
+                qget(),
+                qget(),
+                qget(),
+                qdone(),
+                qdone(),
+                missing.clone(),
+            ],
+            // Fails on its own: the queue is empty by the fourth get.
+            vec![qget(), qget(), qdone(), qget()],
+        ] {
+            let out = store.apply_atomic_unbounded(batch).await.unwrap();
+            assert!(out.iter().all(Result::is_err), "{out:?}");
+            assert_eq!(queue_state(&store), was);
+            assert!(
+                Arc::ptr_eq(&original, &store.get("q").unwrap()),
+                "undone in place, not replaced by a copy"
+            );
+        }
+        let mut before = HashMap::new();
+        store.remember(&mut before, &qget().1);
+        store.remember(&mut before, &qput(9).1);
+        store.remember(&mut before, &qdone().1);
+        let saved = noted(&before, "q");
+        assert!(saved.contents.is_none(), "no copy of the queue");
+        assert_eq!(
+            saved.steps,
+            vec![
+                Step::Queue(queue::Undo::Get(Val::Int(2))),
+                Step::Queue(queue::Undo::Put {
+                    len: 2,
+                    unfinished: 3
+                }),
+                Step::Queue(queue::Undo::TaskDone { unfinished: 3 }),
+            ]
+        );
+
+        // Without the failure, the same changes stand.
+        let out = store
+            .apply_atomic_unbounded(vec![qget(), qput(4), qdone()])
+            .await
+            .unwrap();
+        assert_eq!(as_value(out[0].clone().unwrap()), Val::Int(2));
+        assert_eq!(queue_state(&store), (vec![Val::Int(3), Val::Int(4)], 3));
+    }
+
+    #[tokio::test]
+    async fn a_get_blocked_on_a_queue_outlives_an_undone_put_and_takes_the_next() {
+        let store = Arc::new(Store::new());
+        store
+            .apply_atomic_unbounded(vec![op("q", open(Kind::Queue))])
+            .await
+            .unwrap();
+        let getter = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let get = Op::QueueGet(pb::QueueGet {
+                    blocking: true,
+                    timeout_secs: Some(30.0),
+                });
+                store.apply(&Caller::new("g", ""), op("q", get).1).await
+            }
+        });
+        let blocked = |store: &Store| {
+            let q = store.get("q").unwrap();
+            let Object::Queue(q) = &q.object else {
+                panic!("q is a queue")
+            };
+            q.describe()
+                .iter()
+                .any(|(k, v)| *k == "waiters" && *v == Val::Int(1))
+        };
+        while !blocked(&store) {
+            tokio::task::yield_now().await;
+        }
+        let missing = op("missing", Op::ListLen(pb::ListLen {}));
+        let out = store
+            .apply_atomic_unbounded(vec![qput(1), missing])
+            .await
+            .unwrap();
+        assert!(out.iter().all(Result::is_err));
+        // The getter was woken by the put, found nothing, and waits again
+        // on the same queue: an ordinary put reaches it.
+        store.apply(&Caller::new("t", ""), qput(2).1).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), getter)
+            .await
+            .expect("the blocked get was answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(as_value(got), Val::Int(2));
+        assert_eq!(queue_state(&store), (vec![], 1));
     }
 
     /// The next event of `w`, if one is ready now.

@@ -33,6 +33,18 @@ pub struct Queue {
     feed: Feed,
 }
 
+/// How to undo one change to a queue in place; see [`Queue::undo_for`].
+#[derive(Debug, PartialEq)]
+pub enum Undo {
+    /// Items were put into a queue that held `len` of them, `unfinished`
+    /// not yet done.
+    Put { len: usize, unfinished: u64 },
+    /// This item was taken from the front.
+    Get(Val),
+    /// A task was marked done while `unfinished` were not.
+    TaskDone { unfinished: u64 },
+}
+
 #[derive(Default)]
 struct State {
     items: VecDeque<Val>,
@@ -205,6 +217,48 @@ impl Queue {
         q
     }
 
+    /// What undoes `op` on this queue, noted just before it is applied by
+    /// an atomic batch: a queue is undone in place, never copied and
+    /// replaced, because the calls blocked on it hold this very queue.
+    /// `None` for an operation that is not a change; `Some(None)` for a get
+    /// from an empty queue, which will fail and so change nothing.
+    pub fn undo_for(&self, op: &Op) -> Option<Option<Undo>> {
+        let s = self.state.lock();
+        match op {
+            Op::QueuePut(_) => Some(Some(Undo::Put {
+                len: s.items.len(),
+                unfinished: s.unfinished,
+            })),
+            Op::QueueGet(_) => Some(s.items.front().cloned().map(Undo::Get)),
+            Op::QueueTaskDone(_) => Some(Some(Undo::TaskDone {
+                unfinished: s.unfinished,
+            })),
+            _ => None,
+        }
+    }
+
+    /// Undoes one change noted by [`Queue::undo_for`]. Undone in the
+    /// reverse order they were made, such changes leave the queue exactly
+    /// as it was. Callers woken by the change (a getter by a put, a joiner
+    /// by the last task done) find it gone when they try, and wait again.
+    pub fn undo(&self, undo: Undo) {
+        let mut s = self.state.lock();
+        match undo {
+            Undo::Put { len, unfinished } => {
+                s.items.truncate(len);
+                s.unfinished = unfinished;
+            }
+            Undo::Get(item) => s.items.push_front(item),
+            Undo::TaskDone { unfinished } => s.unfinished = unfinished,
+        }
+    }
+
+    /// Takes `saved`'s items and count in place (calls blocked on this
+    /// queue stay attached to it).
+    pub fn put_back(&self, saved: Self) {
+        *self.state.lock() = saved.state.into_inner();
+    }
+
     fn require_joinable(&self, name: &str) -> Result<()> {
         if self.joinable {
             Ok(())
@@ -326,6 +380,43 @@ mod tests {
             as_value(q.ap("q", get(true, None)).await.unwrap()),
             Val::Int(2)
         );
+    }
+
+    #[tokio::test]
+    async fn changes_undone_in_reverse_leave_the_queue_as_it_was() {
+        let q = Queue::new(0, true);
+        for v in [1, 2] {
+            q.ap("q", put(v, false, None)).await.unwrap();
+        }
+        let was = q.save(|| 0);
+        let done = Op::QueueTaskDone(pb::QueueTaskDone {});
+        let mut undos = Vec::new();
+        for op in [
+            get(false, None),
+            put(3, false, None),
+            done,
+            get(false, None),
+        ] {
+            undos.push(q.undo_for(&op).unwrap().unwrap());
+            q.ap("q", op).await.unwrap();
+        }
+        assert_eq!(q.save(|| 0), (vec![Val::Int(3)], 2, 0));
+        for undo in undos.into_iter().rev() {
+            q.undo(undo);
+        }
+        assert_eq!(q.save(|| 0), was);
+        assert_eq!(
+            q.undo_for(&get(false, None)),
+            Some(Some(Undo::Get(Val::Int(1))))
+        );
+        let empty = Queue::new(0, false);
+        assert_eq!(
+            empty.undo_for(&get(false, None)),
+            Some(None),
+            "a get that will fail"
+        );
+        let join = Op::QueueJoin(pb::QueueJoin { timeout_secs: None });
+        assert_eq!(empty.undo_for(&join), None, "not a change undone in place");
     }
 
     #[tokio::test]
