@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::proxy::{DictProxy, ListProxy, QueueProxy, ValueProxy};
+use crate::proxy::{DictProxy, EventProxy, ListProxy, QueueProxy, ValueProxy};
 use crate::value::to_wire;
 
 /// Operations collected to be sent in one `Batch` call; made by
@@ -22,10 +22,12 @@ use crate::value::to_wire;
 /// seeing a state in between, or, if one fails, none (every result is then
 /// an error: the failing operation's own, and "not applied" for the rest).
 /// An atomic batch takes only operations that do not wait, and changes only
-/// to dicts, lists, values, namespaces, arrays and queues (a queue's put,
+/// to dicts, lists, values, namespaces, arrays, queues (a queue's put,
 /// get and task done, without waiting: [`queue_put`](Self::queue_put),
-/// [`queue_get`](Self::queue_get), [`queue_task_done`](Self::queue_task_done));
-/// opening, deleting and reading anything is fine. Otherwise the whole batch
+/// [`queue_get`](Self::queue_get), [`queue_task_done`](Self::queue_task_done))
+/// and events ([`event_set`](Self::event_set),
+/// [`event_clear`](Self::event_clear)); opening, deleting and reading
+/// anything is fine. Otherwise the whole batch
 /// is refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
 ///
 /// ```no_run
@@ -207,6 +209,17 @@ impl Batch {
     /// put, the operation fails ([`Error::InvalidArgument`](crate::Error::InvalidArgument)).
     pub fn queue_task_done<T: Serialize + DeserializeOwned>(self, queue: &QueueProxy<T>) -> Self {
         self.op(queue.name(), Op::QueueTaskDone(pb::QueueTaskDone {}))
+    }
+
+    /// Sets the event: in an atomic batch, its waiters wake only if the
+    /// whole batch stands (they see its other changes when they do).
+    pub fn event_set(self, event: &EventProxy) -> Self {
+        self.op(event.name(), Op::EventSet(pb::EventSet {}))
+    }
+
+    /// Clears the event.
+    pub fn event_clear(self, event: &EventProxy) -> Self {
+        self.op(event.name(), Op::EventClear(pb::EventClear {}))
     }
 
     /// Sends the batch: one result per operation, in order. The call itself

@@ -1032,6 +1032,22 @@ impl Batch {
         }
     }
 
+    /// Sets the event; see [`crate::Batch::event_set`].
+    pub fn event_set(self, event: &EventProxy) -> Self {
+        Batch {
+            inner: self.inner.event_set(&event.inner),
+            rt: self.rt,
+        }
+    }
+
+    /// Clears the event; see [`crate::Batch::event_clear`].
+    pub fn event_clear(self, event: &EventProxy) -> Self {
+        Batch {
+            inner: self.inner.event_clear(&event.inner),
+            rt: self.rt,
+        }
+    }
+
     /// Sends the batch: one result per operation, in order.
     pub fn run(self) -> Result<Vec<Result<crate::wire::OpResult>>> {
         self.rt.block_on(self.inner.run())

@@ -231,6 +231,62 @@ async fn queue_changes_in_an_atomic_batch_stand_or_fall_with_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_woken_by_an_atomic_batch_sees_the_rest_of_it() {
+    let s = Server::start();
+    let url = s.url();
+    let m = Manager::connect(&url).await.unwrap();
+    let results = m.dict::<String, i64>("results").await.unwrap();
+    let ready = m.event("ready").await.unwrap();
+    // Another client waits for the event, then reads the results.
+    let waiter = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let m = Manager::connect(&url).await.unwrap();
+            let ready = m.event("ready").await.unwrap();
+            let results = m.dict::<String, i64>("results").await.unwrap();
+            assert!(ready.wait(Some(DEADLINE)).await.unwrap(), "woken by a set");
+            results.items().await.unwrap()
+        }
+    });
+    let end = std::time::Instant::now() + DEADLINE;
+    while m.describe("ready").await.unwrap()["waiters"] != 1 {
+        assert!(std::time::Instant::now() < end, "the waiter never waited");
+        tokio::task::yield_now().await;
+    }
+
+    // Published and raised, the publishing failing: neither.
+    let out = m
+        .batch()
+        .dict_insert(&results, &"a".into(), &1)
+        .unwrap()
+        .event_set(&ready)
+        .op("missing", Op::ListLen(pb::ListLen {}))
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(out.iter().all(|r| r.is_err()), "{out:?}");
+    assert!(!ready.is_set().await.unwrap());
+    assert!(results.is_empty().await.unwrap());
+
+    // Both: the waiter wakes and finds every result in place.
+    let out = m
+        .batch()
+        .dict_insert(&results, &"a".into(), &1)
+        .unwrap()
+        .dict_insert(&results, &"b".into(), &2)
+        .unwrap()
+        .event_set(&ready)
+        .atomic()
+        .run()
+        .await
+        .unwrap();
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    let seen = waiter.await.unwrap();
+    assert_eq!(seen, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_claiming_jobs_atomically_count_each_exactly_once() {
     let s = Server::start();
     let url = s.url();

@@ -11,17 +11,17 @@
 //! (or removed again, if the batch created it) and the buffered log records
 //! are dropped. Only operations whose effect can be put back that way are
 //! taken: none that waits, changes to data objects (dict, list, value,
-//! namespace, array), and a queue's put, get and task done (without
-//! waiting); locks, semaphores, events and the like take part by being
-//! opened, deleted or read. Saving copies the object, so a change costs in
+//! namespace, array), a queue's put, get and task done (without waiting)
+//! and an event's set and clear; locks, semaphores and the like take part
+//! by being opened, deleted or read. Saving copies the object, so a change costs in
 //! proportion to the size of the object, except the commonest, which are
 //! undone step by step instead (`Step`): a change to one key of a dict
 //! (set, remove, setdefault, compare-and-swap, fetch-add) notes only that
 //! key's place and value, an append to a list the list's length (a batch
 //! of two sets into a dict of 1,000,000 entries took 156 ms, holding every
-//! other call back, when it copied the dict). A queue is only ever undone
-//! step by step, in place: the calls blocked on it hold that very queue,
-//! and a copy put in its place would never wake them.
+//! other call back, when it copied the dict). A queue or an event is only
+//! ever undone step by step, in place: the calls blocked on it hold that
+//! very object, and a copy put in its place would never wake them.
 //!
 //! With a data dir, the batch is one log record holding its operations, so
 //! a crash never leaves half of it in the log.
@@ -37,10 +37,10 @@ use procshare_proto::{self as pb, op::Kind as Op, OpResult};
 use prost::Message;
 
 use super::journal::{Recorder, Sink};
-use super::queue;
 use super::restore::save_one;
 use super::val::Val;
 use super::watch::{Held, Watched};
+use super::{event, queue};
 use super::{is_read_only, may_wait, Caller, Family, Object, Result, Store, StoreError, Stored};
 
 /// Shared by ordinary attempts, exclusive for an atomic batch.
@@ -126,12 +126,14 @@ enum Step {
     ListLen(usize),
     /// A put, get or task done on a queue.
     Queue(queue::Undo),
+    /// A set or clear of an event.
+    Event(event::Undo),
 }
 
 /// The step that will undo `op` on `object`, if it is one of the changes
 /// undone without a copy: a change to one dict key (set, remove,
 /// setdefault, compare-and-swap, fetch-add), an append to a list, a
-/// queue's put, get or task done. `None`
+/// queue's put, get or task done, an event's set or clear. `None`
 /// for any other (the object is copied first), and `Some(None)` for one
 /// that will fail and so change nothing.
 fn step(object: &Object, op: &Op) -> Option<Option<Step>> {
@@ -156,6 +158,7 @@ fn step(object: &Object, op: &Op) -> Option<Option<Step>> {
             Some(Some(Step::ListLen(l.len())))
         }
         (Object::Queue(q), _) => q.undo_for(op).map(|undo| undo.map(Step::Queue)),
+        (Object::Event(e), _) => e.undo_for(op).map(|undo| Some(Step::Event(undo))),
         _ => None,
     }
 }
@@ -169,8 +172,13 @@ fn refused(op: &Op) -> Option<&'static str> {
         Op::Snapshot(_) => Some("a snapshot"),
         Op::Sessions(_) => Some("a list of sessions"),
         _ if is_read_only(op) => None,
-        // Not waiting (above), and undone in place (`Step::Queue`).
-        Op::QueuePut(_) | Op::QueueGet(_) | Op::QueueTaskDone(_) => None,
+        // Not waiting (above), and undone in place (`Step::Queue`,
+        // `Step::Event`).
+        Op::QueuePut(_)
+        | Op::QueueGet(_)
+        | Op::QueueTaskDone(_)
+        | Op::EventSet(_)
+        | Op::EventClear(_) => None,
         _ => match Family::of(op) {
             Family::Manager
             | Family::Dict
@@ -178,7 +186,7 @@ fn refused(op: &Op) -> Option<&'static str> {
             | Family::Value
             | Family::Namespace
             | Family::Array => None,
-            _ => Some("a change to a lock, semaphore, condition, event, barrier, pipe or pool"),
+            _ => Some("a change to a lock, semaphore, condition, barrier, pipe or pool"),
         },
     }
 }
@@ -428,6 +436,7 @@ impl Store {
                     (Object::Dict(d), Step::DictKey(key, was)) => d.undo_key(&key, was),
                     (Object::List(l), Step::ListLen(len)) => l.truncate(len),
                     (Object::Queue(q), Step::Queue(undo)) => q.undo(undo),
+                    (Object::Event(e), Step::Event(undo)) => e.undo(undo),
                     (_, step) => {
                         tracing::error!(name, ?step, "atomic batch: a step for another kind")
                     }
@@ -446,6 +455,7 @@ fn put_back(orig: &Object, saved: Object) -> Option<Object> {
         (Object::List(o), Object::List(s)) => o.put_back(s),
         (Object::Value(o), Object::Value(s)) => o.put_back(s),
         (Object::Queue(o), Object::Queue(s)) => o.put_back(s),
+        (Object::Event(o), Object::Event(s)) => o.put_back(s),
         (_, saved) => return Some(saved),
     }
     None
@@ -461,6 +471,7 @@ fn keeps_contents(o: &Object) -> bool {
             | Object::Namespace(_)
             | Object::Array(_)
             | Object::Queue(_)
+            | Object::Event(_)
     )
 }
 
@@ -910,6 +921,75 @@ mod tests {
             .unwrap();
         assert_eq!(as_value(got), Val::Int(2));
         assert_eq!(queue_state(&store), (vec![], 1));
+    }
+
+    #[tokio::test]
+    async fn a_wait_on_an_event_outlives_an_undone_set_and_ends_with_the_next() {
+        let store = Arc::new(Store::new());
+        store
+            .apply_atomic_unbounded(vec![op("e", open(Kind::Event))])
+            .await
+            .unwrap();
+        let original = store.get("e").unwrap();
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let wait = Op::EventWait(pb::EventWait {
+                    timeout_secs: Some(30.0),
+                });
+                store.apply(&Caller::new("w", ""), op("e", wait).1).await
+            }
+        });
+        let waiting = |store: &Store| {
+            let e = store.get("e").unwrap();
+            let Object::Event(e) = &e.object else {
+                panic!("e is an event")
+            };
+            e.describe()
+                .iter()
+                .any(|(k, v)| *k == "waiters" && *v == Val::Int(1))
+        };
+        while !waiting(&store) {
+            tokio::task::yield_now().await;
+        }
+        let raise = || op("e", Op::EventSet(pb::EventSet {}));
+        let clear = || op("e", Op::EventClear(pb::EventClear {}));
+        let missing = op("missing", Op::ListLen(pb::ListLen {}));
+        let out = store
+            .apply_atomic_unbounded(vec![raise(), clear(), raise(), missing])
+            .await
+            .unwrap();
+        assert!(out.iter().all(Result::is_err));
+        assert!(Arc::ptr_eq(&original, &store.get("e").unwrap()));
+        let is_set = || op("e", Op::EventIsSet(pb::EventIsSet {}));
+        let flag = store
+            .apply(&Caller::new("t", ""), is_set().1)
+            .await
+            .unwrap();
+        assert_eq!(flag, super::super::reply::flag(false));
+        // The waiter was woken by the set (this test's runtime has one
+        // thread: yielding lets it run), found it undone, and waits again:
+        // it is still there, and the next set ends its wait.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiting(&store));
+        assert!(!waiter.is_finished(), "an undone set ended a wait");
+        let out = store
+            .apply_atomic_unbounded(vec![
+                op("d", open(Kind::Dict)),
+                op("d", set("k", 1)),
+                raise(),
+            ])
+            .await
+            .unwrap();
+        assert!(out.iter().all(Result::is_ok));
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
+            .await
+            .expect("the wait ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(woke, super::super::reply::flag(true));
     }
 
     /// The next event of `w`, if one is ready now.

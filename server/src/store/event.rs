@@ -23,11 +23,17 @@ pub struct Event {
     feed: Feed,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
 struct State {
     flag: bool,
     generation: u64,
 }
+
+/// How an atomic batch undoes a `set` or `clear` in place: the state
+/// before it. A waiter woken by an undone `set` finds the generation it
+/// started in and waits again.
+#[derive(Debug, PartialEq)]
+pub struct Undo(State);
 
 impl Event {
     pub async fn apply(&self, name: &str, op: Op, rec: &Recorder<'_>) -> Result<OpResult> {
@@ -62,6 +68,27 @@ impl Event {
             }
             other => Err(super::misrouted(name, &other)),
         }
+    }
+
+    /// What undoes `op` (a `set` or a `clear`), noted just before an
+    /// atomic batch applies it; `None` for an operation that is not a
+    /// change. Undone in place: calls blocked on the event hold it.
+    pub fn undo_for(&self, op: &Op) -> Option<Undo> {
+        match op {
+            Op::EventSet(_) | Op::EventClear(_) => Some(Undo(*self.state.lock())),
+            _ => None,
+        }
+    }
+
+    /// Puts the state noted by [`Event::undo_for`] back.
+    pub fn undo(&self, undo: Undo) {
+        *self.state.lock() = undo.0;
+    }
+
+    /// Takes `saved`'s state in place (calls blocked on this event stay
+    /// attached to it).
+    pub fn put_back(&self, saved: Self) {
+        *self.state.lock() = saved.state.into_inner();
     }
 
     /// The flag, and the seq `next_seq` gives while it is locked.
