@@ -13,13 +13,13 @@
 //! taken: none that waits, changes to data objects (dict, list, value,
 //! namespace, array), a queue's put, get and task done (without waiting)
 //! and an event's set and clear; locks, semaphores and the like take part
-//! by being opened, deleted or read. Saving copies the object, so a change costs in
-//! proportion to the size of the object, except the commonest, which are
-//! undone step by step instead (`Step`): a change to one key of a dict
-//! (set, remove, setdefault, compare-and-swap, fetch-add) notes only that
-//! key's place and value, an append to a list the list's length (a batch
-//! of two sets into a dict of 1,000,000 entries took 156 ms, holding every
-//! other call back, when it copied the dict). A queue or an event is only
+//! by being opened, deleted or read. Saving copies the object, so a change
+//! costs in proportion to the size of the object, except the commonest,
+//! which are undone step by step instead (`Step`): a change to one key of
+//! a dict (set, remove, setdefault, compare-and-swap, fetch-add) notes only
+//! that key's place and value, an append to a list the list's length (a
+//! batch of two sets into a dict of 1,000,000 entries took 156 ms, holding
+//! every other call back, when it copied the dict). A queue or an event is only
 //! ever undone step by step, in place: the calls blocked on it hold that
 //! very object, and a copy put in its place would never wake them.
 //!
