@@ -876,6 +876,16 @@ mod tests {
         assert_eq!(queue_state(&store), (vec![Val::Int(3), Val::Int(4)], 3));
     }
 
+    /// Whether one call is blocked on `name` now (its `Describe` figure).
+    fn one_waiting(store: &Store, name: &str) -> bool {
+        let figures = match &store.get(name).unwrap().object {
+            Object::Queue(q) => q.describe(),
+            Object::Event(e) => e.describe(),
+            _ => panic!("{name} is a queue or an event"),
+        };
+        figures.contains(&("waiters", Val::Int(1)))
+    }
+
     #[tokio::test]
     async fn a_get_blocked_on_a_queue_outlives_an_undone_put_and_takes_the_next() {
         let store = Arc::new(Store::new());
@@ -893,16 +903,7 @@ mod tests {
                 store.apply(&Caller::new("g", ""), op("q", get).1).await
             }
         });
-        let blocked = |store: &Store| {
-            let q = store.get("q").unwrap();
-            let Object::Queue(q) = &q.object else {
-                panic!("q is a queue")
-            };
-            q.describe()
-                .iter()
-                .any(|(k, v)| *k == "waiters" && *v == Val::Int(1))
-        };
-        while !blocked(&store) {
+        while !one_waiting(&store, "q") {
             tokio::task::yield_now().await;
         }
         let missing = op("missing", Op::ListLen(pb::ListLen {}));
@@ -940,16 +941,7 @@ mod tests {
                 store.apply(&Caller::new("w", ""), op("e", wait).1).await
             }
         });
-        let waiting = |store: &Store| {
-            let e = store.get("e").unwrap();
-            let Object::Event(e) = &e.object else {
-                panic!("e is an event")
-            };
-            e.describe()
-                .iter()
-                .any(|(k, v)| *k == "waiters" && *v == Val::Int(1))
-        };
-        while !waiting(&store) {
+        while !one_waiting(&store, "e") {
             tokio::task::yield_now().await;
         }
         let raise = || op("e", Op::EventSet(pb::EventSet {}));
@@ -973,7 +965,7 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert!(waiting(&store));
+        assert!(one_waiting(&store, "e"));
         assert!(!waiter.is_finished(), "an undone set ended a wait");
         let out = store
             .apply_atomic_unbounded(vec![

@@ -625,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn always_a_write_waits_for_the_writer_thread() {
+    fn always_a_write_is_in_the_file_when_the_writer_thread_answers_it() {
         let d = dir("always");
         let wal = Wal::start(&d, 1, FsyncPolicy::Always, 0).unwrap();
         let seq = wal.append(&body("r1"));
