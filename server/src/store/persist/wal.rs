@@ -489,6 +489,11 @@ impl Wal {
         loop {
             let (rotate, shutdown) = self.next_work(last_sync);
             let mut out = self.out.lock();
+            if self.progress.lock().failed.is_some() {
+                // A call's write failed: what is pending must not follow
+                // the record that was lost.
+                return;
+            }
             let (last, wrote) = match self.write_out(&mut out) {
                 Ok(w) => w,
                 Err(e) => return self.fail(format!("cannot write: {e}")),
@@ -635,6 +640,30 @@ mod tests {
         rt.block_on(wal.wait_logged(seq)).unwrap();
         assert_eq!(records(&d), [(1, "r1".to_owned())]);
         wal.shutdown();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_write_fails_its_call_and_nothing_is_written_after_it() {
+        let d = dir("fail");
+        let wal = Wal::start(&d, 1, FsyncPolicy::EverySecond, 0).unwrap();
+        let kept = wal.append(&body("kept"));
+        assert!(matches!(poll_once(&wal, kept), Poll::Ready(Ok(()))));
+        // The segment cannot be written any more (a read-only handle).
+        let seg = segments(&d).unwrap()[0].1.clone();
+        wal.out.lock().file = Arc::new(File::open(&seg).unwrap());
+        let lost = wal.append(&body("lost"));
+        let Poll::Ready(Err(e)) = poll_once(&wal, lost) else {
+            panic!("a failed write was answered")
+        };
+        assert!(e.contains("cannot write"), "{e}");
+        // Writable again, the log stays failed: the next call is refused
+        // and its record is never written, not by it, not at the shutdown.
+        wal.out.lock().file = Arc::new(OpenOptions::new().append(true).open(&seg).unwrap());
+        let later = wal.append(&body("later"));
+        assert!(matches!(poll_once(&wal, later), Poll::Ready(Err(_))));
+        wal.shutdown();
+        assert_eq!(records(&d), [(1, "kept".to_owned())]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
