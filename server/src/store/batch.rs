@@ -282,6 +282,9 @@ impl Store {
                 )));
             }
         }
+        if let Some(durable) = &self.durable {
+            durable.check_writable()?;
+        }
         let room = AnswerRoom {
             left: max_answer_bytes,
             limit: max_answer_bytes,

@@ -58,6 +58,12 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Whether the operation is one that is logged (it can change durable
+    /// state).
+    pub fn records(&self) -> bool {
+        self.sink.is_some()
+    }
+
     /// Records the operation as applied. Call it while the object is locked,
     /// right where the state changes.
     pub fn commit(&self) {

@@ -589,6 +589,9 @@ impl Store {
             _ => {}
         }
         let rec = journal::Recorder::for_op(durable.as_ref(), caller, &op.name, kind);
+        if rec.records() {
+            durable.check_writable()?;
+        }
         let result = self.gate.around(self.apply_with(caller, op, &rec)).await?;
         if let Some(seq) = rec.committed() {
             durable.wait_logged(seq).await?;

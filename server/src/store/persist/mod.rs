@@ -128,6 +128,12 @@ impl Sink for Durability {
     }
 }
 
+fn log_failed(why: Arc<str>) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the write-ahead log failed ({why}); nothing more is accepted"
+    ))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,11 +143,22 @@ fn now_ms() -> u64 {
 impl Durability {
     /// Waits until record `seq` is in the log per the fsync policy.
     pub async fn wait_logged(&self, seq: u64) -> Result<(), StoreError> {
-        self.wal.wait_logged(seq).await.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "the write-ahead log failed ({e}); nothing more is accepted"
-            ))
-        })
+        self.wal.wait_logged(seq).await.map_err(log_failed)
+    }
+
+    /// Refuses a change once the log has failed, before it is applied: a
+    /// change that cannot be logged must not be made in memory either
+    /// (the one whose write failed was, and its caller was told so).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        match self.wal.failure() {
+            None => Ok(()),
+            Some(e) => Err(log_failed(e)),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn fail_for_test(&self) {
+        self.wal.fail_for_test();
     }
 
     /// Writes a snapshot now and drops the log it covers.
@@ -489,6 +506,54 @@ mod tests {
         assert!(
             !as_flag(run(store, "l", Op::LockLocked(pb::LockLocked {})).await),
             "locks come back free"
+        );
+    }
+
+    #[tokio::test]
+    async fn once_the_log_has_failed_changes_are_refused_before_they_are_made() {
+        let dir = TempDir::new("failed");
+        let (store, _) = Store::open_durable(config(&dir), Default::default())
+            .await
+            .unwrap();
+        fill(&store).await;
+        store.durability().unwrap().fail_for_test();
+        let caller = Caller::new("c", "");
+        let set = |v: i64| {
+            op(
+                "d",
+                Op::DictSet(pb::DictSet {
+                    key: int(1),
+                    value: int(v),
+                }),
+            )
+        };
+        let err = store.apply(&caller, set(99)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("a test broke the disk"), "{err}");
+        let err = store
+            .apply_atomic(vec![(caller.clone(), set(98))], usize::MAX, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        let put = Op::QueuePut(pb::QueuePut {
+            value: int(7),
+            blocking: true,
+            timeout_secs: None,
+        });
+        let err = store.apply(&caller, op("q", put)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        // Nothing changed in memory, and reads are still answered.
+        let got = run(&store, "d", Op::DictGet(pb::DictGet { key: int(1) })).await;
+        assert_eq!(as_maybe(got), Some(Val::Int(15)));
+        let q = as_value(run(&store, "q", Op::Describe(pb::Describe {})).await);
+        let Val::Map(figures) = q else {
+            panic!("{q:?}")
+        };
+        let len = figures.iter().find(|(k, _)| *k == Val::Str("len".into()));
+        assert_eq!(
+            len.map(|(_, v)| v),
+            Some(&Val::Int(2)),
+            "as filled: {figures:?}"
         );
     }
 

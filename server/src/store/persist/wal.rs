@@ -118,6 +118,9 @@ pub struct Wal {
     out: Mutex<Out>,
     /// Written since the last fsync began.
     unsynced: AtomicBool,
+    /// Set once the log has failed (`Progress::failed` says why), read
+    /// before every durable change.
+    broken: AtomicBool,
     /// Bytes in the log files now.
     size: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -252,6 +255,7 @@ impl Wal {
                 spare: Vec::new(),
             }),
             unsynced: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
                 last: next_seq.saturating_sub(1),
@@ -375,7 +379,23 @@ impl Wal {
         tracing::error!("write-ahead log: {what}");
         let mut p = self.progress.lock();
         p.failed = Some(what.into());
+        self.broken.store(true, Ordering::SeqCst);
         p.wake();
+    }
+
+    /// Why the log failed, if it has: nothing more can be logged.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        if !self.broken.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.progress.lock().failed.clone()
+    }
+
+    /// Fails the log as a failed write would.
+    #[cfg(test)]
+    pub fn fail_for_test(&self) {
+        let _out = self.out.lock();
+        self.fail("cannot write: a test broke the disk".into());
     }
 
     /// Record `seq` is safe, or the log failed: the answer, if either.
