@@ -509,7 +509,7 @@ impl Wal {
         loop {
             let (rotate, shutdown) = self.next_work(last_sync);
             let mut out = self.out.lock();
-            if self.progress.lock().failed.is_some() {
+            if self.failure().is_some() {
                 // A call's write failed: what is pending must not follow
                 // the record that was lost.
                 return;
