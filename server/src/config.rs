@@ -127,9 +127,10 @@ pub struct Args {
     /// [default: 2097152]
     #[arg(long, env = "PROCSHARE_SESSION_ANSWER_BYTES", value_name = "BYTES")]
     pub session_answer_bytes: Option<usize>,
-    /// Bytes of those answers kept by all sessions together; a session
-    /// whose answer would take the total over it forgets its own oldest
-    /// first. [default: 268435456]
+    /// Bytes of the answers (small and large) kept by all sessions
+    /// together; a session whose answer would take the total over it
+    /// forgets its own oldest first, larger before small.
+    /// [default: 268435456]
     #[arg(long, env = "PROCSHARE_MAX_KEPT_ANSWER_BYTES", value_name = "BYTES")]
     pub max_kept_answer_bytes: Option<usize>,
     /// Calls blocked in a wait at once, over all clients. [default: 100000]

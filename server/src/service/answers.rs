@@ -14,11 +14,16 @@
 //! Retries come right after a connection broke, for the calls that were in
 //! flight: the newest answers are the ones worth keeping. And a client says
 //! which answers it has (`answered_below` in each request): those are
-//! forgotten at once, so a client that waits for each answer leaves at most
-//! its last one here. All sessions' larger answers together are bounded
-//! too ([`AnswerPool`], `--max-kept-answer-bytes`): a session whose answer
-//! would take the total over it forgets its own oldest larger answers
-//! first, then that answer; it never takes room from another session.
+//! forgotten at once (small and larger alike), so a client that waits for
+//! each answer leaves at most its last one here, and its ring stays a slot
+//! or two long. All sessions' answers together, and the rings that hold
+//! them, are bounded too ([`AnswerPool`], `--max-kept-answer-bytes`): a
+//! session whose answer would take the total over it forgets its own
+//! oldest answers, larger ones first, then that answer; a ring that cannot
+//! grow takes over its slots sooner, as a full one does. A session never
+//! takes room from another. (Small answers were bounded by count alone, 1
+//! MiB a session: `--max-sessions` sessions that never say which answers
+//! they have could make the server hold 100 GiB.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,12 +51,16 @@ pub const SMALL_ANSWER: usize = 1024;
 /// 1 MiB by default) and then some.
 pub const DEFAULT_BUDGET: usize = 2 << 20;
 
-/// The default bound of all sessions' larger answers together: 128
-/// sessions at their full default budget. (Clients that say which answers
-/// they have leave at most one each, most of the time none.)
+/// The default bound of all sessions' answers and rings together: 128
+/// sessions at their full default budget of larger answers. (Clients that
+/// say which answers they have leave at most one each, most of the time
+/// none, and a ring of a slot or two.)
 pub const DEFAULT_POOL: usize = 256 << 20;
 
-/// The bytes of larger answers that all sessions keep, and their bound.
+/// What one slot of a ring takes, charged to the pool as the ring grows.
+const SLOT_BYTES: usize = std::mem::size_of::<Option<(u64, Slot)>>();
+
+/// The bytes of answers and rings that all sessions keep, and their bound.
 #[derive(Debug)]
 pub struct AnswerPool {
     used: AtomicUsize,
@@ -73,6 +82,24 @@ impl AnswerPool {
 
     fn over(&self) -> bool {
         self.used() > self.limit
+    }
+
+    fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Takes `bytes` if they fit under the bound.
+    fn try_take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.limit {
+            self.sub(bytes);
+            return false;
+        }
+        true
     }
 }
 
@@ -106,15 +133,17 @@ pub struct Answers {
     /// Bytes of every answer kept.
     kept_bytes: usize,
     budget: usize,
-    /// Where `large_bytes` is counted with every other session's.
+    /// Where `kept_bytes` and the ring's slots are counted with every
+    /// other session's.
     pool: Arc<AnswerPool>,
+    /// The client has every answer below this: their slots were let go of.
+    below: u64,
 }
 
 impl Drop for Answers {
     fn drop(&mut self) {
         self.pool
-            .used
-            .fetch_sub(self.large_bytes, Ordering::Relaxed);
+            .sub(self.kept_bytes + self.slots.len() * SLOT_BYTES);
     }
 }
 
@@ -129,17 +158,26 @@ impl Answers {
             kept_bytes: 0,
             budget,
             pool,
+            below: 0,
         }
     }
 
-    fn add_large(&mut self, bytes: usize) {
-        self.large_bytes += bytes;
-        self.pool.used.fetch_add(bytes, Ordering::Relaxed);
+    /// Counts an answer of `bytes` as kept.
+    fn add_kept(&mut self, bytes: usize) {
+        self.kept_bytes += bytes;
+        if bytes > SMALL_ANSWER {
+            self.large_bytes += bytes;
+        }
+        self.pool.add(bytes);
     }
 
-    fn sub_large(&mut self, bytes: usize) {
-        self.large_bytes -= bytes;
-        self.pool.used.fetch_sub(bytes, Ordering::Relaxed);
+    /// Counts an answer of `bytes` as no longer kept.
+    fn sub_kept(&mut self, bytes: usize) {
+        self.kept_bytes -= bytes;
+        if bytes > SMALL_ANSWER {
+            self.large_bytes -= bytes;
+        }
+        self.pool.sub(bytes);
     }
 
     /// The error a retry gets when its request `id` was applied but its
@@ -148,8 +186,8 @@ impl Answers {
         StoreError::AnswerLost(format!(
             "request {id} was applied once, but its answer ({bytes} bytes) was lost with the \
              connection and not kept for a retry: a session keeps its newest answers larger \
-             than {SMALL_ANSWER} bytes up to {} bytes (--session-answer-bytes), all sessions \
-             together up to {} bytes (--max-kept-answer-bytes)",
+             than {SMALL_ANSWER} bytes up to {} bytes (--session-answer-bytes), all sessions' \
+             answers together up to {} bytes (--max-kept-answer-bytes)",
             self.budget, self.pool.limit
         ))
     }
@@ -181,9 +219,15 @@ impl Answers {
 
     pub fn insert(&mut self, id: u64, slot: Slot) {
         if self.slots.is_empty() {
+            // The first slot is taken whatever the pool: there must be one.
+            self.pool.add(SLOT_BYTES);
             self.slots.push(None);
         }
         while self.slots.len() < RECENT && self.slots[self.index(id)].is_some() {
+            if !self.pool.try_take(self.slots.len() * SLOT_BYTES) {
+                // No room to grow: take over the slot, as a full ring does.
+                break;
+            }
             // Entries in distinct slots of a ring of n stay distinct in a
             // ring of 2n (a ≡ b mod 2n implies a ≡ b mod n).
             let old = std::mem::take(&mut self.slots);
@@ -210,11 +254,8 @@ impl Answers {
 
     /// Accounts for an answer that is no longer kept.
     fn let_go(&mut self, slot: &Slot) {
-        if let Slot::Done(_, bytes) = slot {
-            self.kept_bytes -= bytes;
-            if *bytes > SMALL_ANSWER {
-                self.sub_large(*bytes);
-            }
+        if let &Slot::Done(_, bytes) = slot {
+            self.sub_kept(bytes);
         }
     }
 
@@ -246,41 +287,71 @@ impl Answers {
             _ => Vec::new(),
         };
         if keep {
-            self.kept_bytes += bytes;
+            self.add_kept(bytes);
             if bytes > SMALL_ANSWER {
                 self.large.push_back((id, bytes));
-                self.add_large(bytes);
+                self.fit();
+            } else if self.pool.over() {
                 self.fit();
             }
         }
         waiting
     }
 
-    /// Forgets the larger answers of requests below `id`, which the client
-    /// says it has (it will not retry them).
+    /// Forgets the answers of requests below `id`, which the client says
+    /// it has (it will not retry them), and frees their slots. Each id
+    /// since the last mark is looked at once (a client that waits for each
+    /// answer: one a call), and never more ids than the ring has slots.
     pub fn forget_below(&mut self, id: u64) {
-        while let Some(&(oldest, bytes)) = self.large.front() {
+        while let Some(&(oldest, _)) = self.large.front() {
             if oldest >= id {
-                return;
+                break;
             }
             self.large.pop_front();
-            if matches!(self.get_mut(oldest), Some(Slot::Done(..))) {
-                let i = self.index(oldest);
-                self.slots[i] = None;
-                self.kept_bytes -= bytes;
-                self.sub_large(bytes);
+            // Maybe older than the ids looked at below.
+            self.remove(oldest);
+        }
+        if id <= self.below || self.slots.is_empty() {
+            return;
+        }
+        if id - self.below <= self.slots.len() as u64 {
+            // The usual step: the few ids since the last mark.
+            for old in self.below..id {
+                let i = self.index(old);
+                self.let_go_answered(i, |held| held == old);
+            }
+        } else {
+            // A jump: every slot once.
+            for i in 0..self.slots.len() {
+                self.let_go_answered(i, |held| held < id);
+            }
+        }
+        self.below = id;
+    }
+
+    /// Frees slot `i` if it holds an answer (not a request still running)
+    /// of an id that `which` picks.
+    fn let_go_answered(&mut self, i: usize, which: impl Fn(u64) -> bool) {
+        let answered = matches!(
+            &self.slots[i],
+            Some((held, Slot::Done(..) | Slot::Forgotten { .. })) if which(*held)
+        );
+        if answered {
+            if let Some((_, slot)) = self.slots[i].take() {
+                self.let_go(&slot);
             }
         }
     }
 
     /// Forgets the oldest larger answers until the rest fit the budget,
-    /// and the pool its bound (or none is left).
+    /// and the pool its bound (or none is left); then, while the pool is
+    /// still over, the oldest small ones.
     fn fit(&mut self) {
         loop {
             let over =
                 self.large_bytes > self.budget || self.large.len() > RECENT || self.pool.over();
             let Some(&(id, bytes)) = self.large.front() else {
-                return;
+                break;
             };
             let live = matches!(self.get_mut(id), Some(Slot::Done(..)));
             if live && !over {
@@ -288,13 +359,34 @@ impl Answers {
             }
             self.large.pop_front();
             if live {
-                if let Some(slot) = self.get_mut(id) {
-                    *slot = Slot::Forgotten { bytes };
-                }
-                self.kept_bytes -= bytes;
-                self.sub_large(bytes);
+                self.forget(id, bytes);
             }
         }
+        while self.pool.over() {
+            // Only when the server's bound is reached: a scan of the ring.
+            let oldest = self
+                .slots
+                .iter()
+                .flatten()
+                .filter_map(|(id, slot)| match slot {
+                    &Slot::Done(_, bytes) => Some((*id, bytes)),
+                    _ => None,
+                })
+                .min();
+            let Some((id, bytes)) = oldest else {
+                return;
+            };
+            self.forget(id, bytes);
+        }
+    }
+
+    /// Lets go of the kept answer of `id` (of `bytes`), remembering that
+    /// the request was applied.
+    fn forget(&mut self, id: u64, bytes: usize) {
+        if let Some(slot) = self.get_mut(id) {
+            *slot = Slot::Forgotten { bytes };
+        }
+        self.sub_kept(bytes);
     }
 }
 
@@ -398,9 +490,88 @@ mod tests {
         assert!(kept(&mut a, 3) && kept(&mut a, 4) && kept(&mut a, 5));
         let one = answer_bytes(&big);
         assert_eq!(a.kept_bytes(), 2 * one + answer_bytes(&answer(5)));
-        a.forget_below(100);
-        assert!(kept(&mut a, 5), "small answers are left to the ring");
+        a.forget_below(5);
+        assert!(kept(&mut a, 5));
         assert_eq!(a.kept_bytes(), answer_bytes(&answer(5)));
+        a.forget_below(100);
+        assert!(a.get_mut(5).is_none(), "small answers are let go of too");
+        assert_eq!(a.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn a_client_that_says_what_it_has_leaves_one_answer_in_a_short_ring() {
+        let pool = AnswerPool::new(usize::MAX);
+        let mut a = Answers::new(1 << 20, pool.clone());
+        let small = answer(100);
+        for id in 1..=10_000 {
+            a.forget_below(id);
+            run(&mut a, id, &small);
+        }
+        assert!(kept(&mut a, 10_000));
+        assert_eq!(a.kept_bytes(), answer_bytes(&small));
+        assert!(a.ring_len() <= 2, "ring of {}", a.ring_len());
+        assert_eq!(pool.used(), a.kept_bytes() + a.ring_len() * SLOT_BYTES);
+        // 64 calls in flight at a time: the ring holds them, no more.
+        for id in (10_001..20_000).step_by(64) {
+            a.forget_below(id);
+            for j in id..id + 64 {
+                run(&mut a, j, &small);
+            }
+        }
+        assert!(a.ring_len() <= 128, "ring of {}", a.ring_len());
+        // An absurd mark costs no more than the ring's length.
+        a.forget_below(u64::MAX);
+        assert_eq!(a.kept_bytes(), 0);
+        drop(a);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[test]
+    fn sessions_that_never_say_what_they_have_keep_small_answers_within_the_pool() {
+        let limit = 300_000;
+        let pool = AnswerPool::new(limit);
+        let small = answer(900);
+        let one = answer_bytes(&small);
+        let mut sessions: Vec<Answers> = (0..20)
+            .map(|_| Answers::new(1 << 20, pool.clone()))
+            .collect();
+        for a in sessions.iter_mut() {
+            for id in 1..=2_000 {
+                run(a, id, &small);
+            }
+        }
+        // Past the bound only by the first slot of each ring, which every
+        // session gets whatever the pool.
+        assert!(
+            pool.used() <= limit + sessions.len() * SLOT_BYTES,
+            "{} > {limit}",
+            pool.used()
+        );
+        // Counted alone, 20 sessions would keep 20 × 1,024 answers (18 MiB).
+        let all: usize = sessions.iter().map(Answers::kept_bytes).sum();
+        assert!(all < limit, "{all}");
+        // Each keeps its newest answer; older ones are remembered as applied
+        // (a retry is told its answer was lost, and is not applied again).
+        let first = &mut sessions[0];
+        assert!(kept(first, 2_000));
+        let lost = (1_001..2_000).filter(|&id| forgotten(first, id)).count();
+        assert!(lost > 0);
+        assert_eq!(first.kept_bytes() % one, 0);
+        drop(sessions);
+        assert_eq!(pool.used(), 0, "everything is given back");
+    }
+
+    #[test]
+    fn a_ring_with_no_room_to_grow_takes_over_its_slots() {
+        let pool = AnswerPool::new(0);
+        let mut a = Answers::new(1 << 20, pool.clone());
+        for id in 1..=10 {
+            a.insert(id, Slot::Running(Vec::new()));
+        }
+        assert_eq!(a.ring_len(), 1);
+        assert!(a.get_mut(10).is_some() && a.get_mut(9).is_none());
+        drop(a);
+        assert_eq!(pool.used(), 0);
     }
 
     #[test]
@@ -430,7 +601,8 @@ mod tests {
         for id in 1..=3 {
             run(&mut a, id, &big);
         }
-        assert_eq!(pool.used(), 3 * one);
+        let rings = |a: &Answers, b: &Answers| (a.ring_len() + b.ring_len()) * SLOT_BYTES;
+        assert_eq!(pool.used(), 3 * one + rings(&a, &b));
         // b's answer takes the pool over: b forgets its own (it has no
         // older one), a keeps all of its.
         run(&mut b, 1, &big);
@@ -439,16 +611,17 @@ mod tests {
         // a's next one: a forgets its own oldest.
         run(&mut a, 4, &big);
         assert!(forgotten(&mut a, 1) && kept(&mut a, 2) && kept(&mut a, 4));
-        assert_eq!(pool.used(), 3 * one);
+        assert_eq!(pool.used(), 3 * one + rings(&a, &b));
         let e = a.lost(1, one).to_string();
         assert!(e.contains("--max-kept-answer-bytes"), "{e}");
         // Forgotten by the client, let go of with the session: given back.
         a.forget_below(3);
-        assert_eq!(pool.used(), 2 * one);
+        assert_eq!(pool.used(), 2 * one + rings(&a, &b));
+        let b_ring = b.ring_len() * SLOT_BYTES;
         drop(a);
-        assert_eq!(pool.used(), 0);
+        assert_eq!(pool.used(), b_ring);
         run(&mut b, 2, &big);
         assert!(kept(&mut b, 2));
-        assert_eq!(pool.used(), one);
+        assert_eq!(pool.used(), one + b.ring_len() * SLOT_BYTES);
     }
 }

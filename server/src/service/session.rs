@@ -38,8 +38,8 @@ pub struct SessionLimits {
     /// Bytes of a session's answers larger than [`answers::SMALL_ANSWER`]
     /// kept for retries (`--session-answer-bytes`).
     pub session_answer_bytes: usize,
-    /// Bytes of those answers kept by all sessions together
-    /// (`--max-kept-answer-bytes`).
+    /// Bytes of all answers (small and large) kept by all sessions
+    /// together, with the rings that hold them (`--max-kept-answer-bytes`).
     pub max_kept_answer_bytes: usize,
 }
 
@@ -222,7 +222,7 @@ pub struct Sessions {
     limits: SessionLimits,
     live: DashMap<String, Arc<Session>>,
     next: AtomicU64,
-    /// Where every session's larger answers are counted together.
+    /// Where every session's answers and rings are counted together.
     answer_pool: Arc<AnswerPool>,
 }
 
