@@ -22,12 +22,14 @@ use prost::bytes::Bytes;
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::codegen::http::Uri;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::encode;
 use crate::error::{Error, Result};
+use crate::lane;
 use crate::request_ids::RequestIds;
 use crate::session::{self, Session, SessionCalls};
 use crate::stream::{Answer, Mux};
@@ -225,6 +227,42 @@ fn endpoint(url: &str) -> Result<(Endpoint, Scheme)> {
     Ok((e, scheme))
 }
 
+/// The session stream's own connection ([`lane`]) for a plain `http://`
+/// or `unix:` URL; `https://` keeps tonic's channel (TLS is not done there).
+fn lane_settings(o: &ConnectOptions, uri: &Uri, scheme: Scheme) -> Option<lane::Settings> {
+    let (target, authority) = match scheme {
+        Scheme::Https => return None,
+        Scheme::Unix => {
+            let rest = o.url.strip_prefix("unix:")?;
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            (lane::Target::Unix(path.into()), "localhost".to_owned())
+        }
+        Scheme::Http => {
+            let host = uri.host()?;
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let port = uri.port_u16().unwrap_or(80);
+            let target = lane::Target::Tcp {
+                host: host.to_owned(),
+                port,
+            };
+            (target, uri.authority()?.to_string())
+        }
+    };
+    Some(lane::Settings {
+        target,
+        authority,
+        authorization: o.token.as_deref().map(|t| format!("Bearer {}", t.trim())),
+        connect_timeout: o.connect_timeout,
+        keepalive: o
+            .keepalive_interval
+            .map(|every| (every, o.keepalive_timeout)),
+        window: STREAM_WINDOW,
+    })
+}
+
 fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         Error::InvalidArgument(format!("cannot read the {what} {}: {e}", path.display()))
@@ -359,6 +397,7 @@ impl Connection {
             Scheme::Http | Scheme::Unix => {}
         }
         let credentials = credentials(o.token.as_deref())?;
+        let endpoint_uri = endpoint.uri().clone();
         let channel = endpoint.connect().await.map_err(|e| {
             let chain = source_chain(&e);
             let hint = if scheme == Scheme::Https && chain.contains("InvalidContentType") {
@@ -382,7 +421,10 @@ impl Connection {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut conn = Connection {
-            mux: (!o.unary).then(|| Arc::new(Mux::new(raw.clone(), deadline_tick(o.call_timeout)))),
+            mux: (!o.unary).then(|| {
+                let lane = lane_settings(&o, &endpoint_uri, scheme);
+                Arc::new(Mux::new(raw.clone(), deadline_tick(o.call_timeout), lane))
+            }),
             client,
             raw,
             session: None,

@@ -30,6 +30,7 @@ pub mod blocking;
 mod connection;
 mod encode;
 mod error;
+mod lane;
 mod manager;
 mod proxy;
 mod request_ids;

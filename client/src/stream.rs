@@ -3,9 +3,11 @@
 //! once. Responses come back in any order and are routed to their callers
 //! by request id.
 //!
-//! Callers hand their request to the writer (an unbounded channel that tonic
-//! drains into the HTTP/2 stream) and wait on a oneshot registered under the
-//! request id; one reader task per stream routes the responses. If the stream
+//! Callers hand their request to the writer (an unbounded channel drained
+//! into the HTTP/2 stream: by the stream's own connection, [`crate::lane`],
+//! over `http://` and `unix:`; by tonic over `https://`) and wait on a
+//! oneshot registered under the request id; one reader task per stream
+//! routes the responses. If the stream
 //! breaks, every call in flight on it fails with UNAVAILABLE (and is retried
 //! by the connection, over a new stream opened on demand). A caller that
 //! gives up (its future dropped: a client-side timeout, a `select!`) takes
@@ -28,6 +30,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::connection::Raw;
 use crate::encode;
 use crate::error::{Error, Result};
+use crate::lane;
 
 /// What a caller waiting on the stream gets.
 #[derive(Debug)]
@@ -189,6 +192,9 @@ pub(crate) struct Mux {
     unsupported: AtomicBool,
     /// How often deadlines are checked while calls wait.
     tick: Duration,
+    /// Open the stream on a connection of its own, spoken directly
+    /// ([`lane`]), rather than on tonic's channel.
+    lane: Option<lane::Settings>,
 }
 
 /// Where the open stream is kept.
@@ -217,10 +223,11 @@ impl Drop for Outstanding<'_> {
 impl Mux {
     /// A stream on `raw` whose calls fail at most `tick` after their
     /// deadline.
-    pub fn new(raw: Raw, tick: Duration) -> Self {
+    pub fn new(raw: Raw, tick: Duration, lane: Option<lane::Settings>) -> Self {
         Mux {
             raw,
             tick,
+            lane,
             current: Arc::new(Mutex::new(None)),
             opening: tokio::sync::Mutex::new(()),
             unsupported: AtomicBool::new(false),
@@ -250,17 +257,26 @@ impl Mux {
         if let Some(p) = self.live() {
             return Ok(Some(p));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let responses =
-            match encode::session(self.raw.clone(), UnboundedReceiverStream::new(rx)).await {
-                Ok(r) => r,
-                Err(s) if s.code() == tonic::Code::Unimplemented => {
-                    tracing::debug!("the server has no session stream; using unary calls");
-                    self.unsupported.store(true, Ordering::Relaxed);
-                    return Ok(None);
-                }
-                Err(s) => return Err(status_error(s)),
-            };
+        let opened = match &self.lane {
+            Some(settings) => lane::open(settings)
+                .await
+                .map(|(tx, reader)| (tx, Responses::Lane(reader))),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                encode::session(self.raw.clone(), UnboundedReceiverStream::new(rx))
+                    .await
+                    .map(|r| (tx, Responses::Tonic(r)))
+            }
+        };
+        let (tx, responses) = match opened {
+            Ok(r) => r,
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::debug!("the server has no session stream; using unary calls");
+                self.unsupported.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(s) => return Err(status_error(s)),
+        };
         let waiting = Arc::new(Waiting::new());
         let pipe = Arc::new(Pipe {
             requests: tx,
@@ -326,15 +342,26 @@ async fn sweep(waiting: Arc<Waiting>, tick: Duration) {
     }
 }
 
+/// Where a stream's responses come from.
+enum Responses {
+    Tonic(tonic::Streaming<pb::Response>),
+    Lane(lane::Reader),
+}
+
+impl Responses {
+    async fn message(&mut self) -> std::result::Result<Option<pb::Response>, tonic::Status> {
+        match self {
+            Responses::Tonic(s) => s.message().await,
+            Responses::Lane(r) => r.message().await,
+        }
+    }
+}
+
 /// Routes responses to their callers until the stream ends, then fails the
 /// callers still waiting and lets go of the stream, so that its request
 /// side closes too (a server shutting down waits for that). Holds the slot
 /// weakly: the stream must close when the connection is dropped.
-async fn read(
-    mut responses: tonic::Streaming<pb::Response>,
-    waiting: Arc<Waiting>,
-    slot: Weak<Slot>,
-) {
+async fn read(mut responses: Responses, waiting: Arc<Waiting>, slot: Weak<Slot>) {
     loop {
         match responses.message().await {
             Ok(Some(r)) => {

@@ -264,3 +264,42 @@ fn wait_until_stopped(pid: u32) {
         std::thread::yield_now();
     }
 }
+
+/// Many large requests and answers in flight at once: far more bytes than
+/// the HTTP/2 flow-control windows hold (4 MiB a stream each way), so the
+/// stream goes on only if both ends give window back as they take data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_calls_in_flight_at_once_pass_the_flow_control_windows_both_ways() {
+    let s = Server::start();
+    let m = Manager::connect(&s.url()).await.unwrap();
+    let d = m.dict::<String, String>("big").await.unwrap();
+    let n = 24;
+    // Just under the default --max-value-bytes (1 MiB), each its own.
+    let value = |i: usize| char::from(b'a' + i as u8).to_string().repeat(1_000_000);
+    let sets: Vec<_> = (0..n)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { d.insert(format!("k{i}"), value(i)).await })
+        })
+        .collect();
+    for h in sets {
+        tokio::time::timeout(DEADLINE, h)
+            .await
+            .expect("sets in flight finish")
+            .unwrap()
+            .unwrap();
+    }
+    let gets: Vec<_> = (0..n)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { (i, d.get(&format!("k{i}")).await) })
+        })
+        .collect();
+    for h in gets {
+        let (i, got) = tokio::time::timeout(DEADLINE, h)
+            .await
+            .expect("gets in flight finish")
+            .unwrap();
+        assert!(got.unwrap() == Some(value(i)), "key k{i}");
+    }
+}

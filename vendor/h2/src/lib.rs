@@ -110,7 +110,14 @@ macro_rules! ready {
 #[cfg_attr(feature = "unstable", allow(missing_docs))]
 mod codec;
 mod error;
+// PROCSHARE-PATCH: public with `unstable`, as `frame` and `proto` are: the
+// procshare client's own session-stream connection decodes the server's
+// header blocks with it.
+#[cfg(not(feature = "unstable"))]
 mod hpack;
+#[cfg(feature = "unstable")]
+#[allow(missing_docs)]
+pub mod hpack;
 
 #[cfg(not(feature = "unstable"))]
 mod proto;
