@@ -673,10 +673,19 @@ impl Reader {
             let v = p.get_u32();
             match id {
                 setting::INITIAL_WINDOW_SIZE => {
+                    if v > 0x7fff_ffff {
+                        return Err(broken(format!("an initial window of {v}")));
+                    }
                     c.stream_credit += i64::from(v) - self.peer_window;
                     self.peer_window = i64::from(v);
                 }
-                setting::MAX_FRAME_SIZE => c.max_frame = Some(v as usize),
+                setting::MAX_FRAME_SIZE => {
+                    // RFC 9113, 6.5.2: anything else is a protocol error.
+                    if !(DEFAULT_MAX_FRAME..1 << 24).contains(&(v as usize)) {
+                        return Err(broken(format!("a largest frame of {v} bytes")));
+                    }
+                    c.max_frame = Some(v as usize);
+                }
                 _ => {}
             }
         }
@@ -740,7 +749,10 @@ impl Reader {
             self.messages[4],
         ]) as usize;
         if self.messages.len() < 5 + len {
-            self.messages.reserve(5 + len - self.messages.len());
+            // Room for what is announced, but not more than a few frames'
+            // worth ahead of the data: the length is the server's word.
+            let missing = 5 + len - self.messages.len();
+            self.messages.reserve(missing.min(4 * MAX_FRAME_IN));
             return Ok(None);
         }
         if self.messages[0] != 0 {
@@ -936,8 +948,15 @@ mod tests {
         // :status 200 (static 8).
         peer.send(kind::HEADERS, flag::END_HEADERS, STREAM, &[0x88])
             .await;
-        let (tx, reader) = opened.await.unwrap().unwrap();
+        let (tx, reader) = within(opened).await.unwrap().unwrap();
         (tx, reader, peer)
+    }
+
+    /// `f`, or a failed test after 10 s.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("within 10 s")
     }
 
     fn grpc(message: &impl Message) -> Vec<u8> {
@@ -1008,8 +1027,8 @@ mod tests {
         let id = |r: Option<Result<Option<pb::Response>, Status>>| {
             r.unwrap().unwrap().unwrap().request_id
         };
-        assert_eq!(id(out.recv().await), 7);
-        assert_eq!(id(out.recv().await), 8);
+        assert_eq!(id(within(out.recv()).await), 7);
+        assert_eq!(id(within(out.recv()).await), 8);
         let (k, flags, _, p) = peer.next().await;
         assert_eq!(
             (k, flags, &p[..]),
@@ -1034,9 +1053,26 @@ mod tests {
         put_hpack_str(&mut block, b"gone");
         let trailers = flag::END_HEADERS | flag::END_STREAM;
         peer.send(kind::HEADERS, trailers, STREAM, &block).await;
-        let err = out.recv().await.unwrap().unwrap_err();
+        let err = within(out.recv()).await.unwrap().unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert_eq!(err.message(), "gone");
+    }
+
+    #[tokio::test]
+    async fn settings_out_of_range_break_the_connection() {
+        for (id, v) in [
+            (setting::MAX_FRAME_SIZE, 0),
+            (setting::MAX_FRAME_SIZE, 1 << 24),
+            (setting::INITIAL_WINDOW_SIZE, 1 << 31),
+        ] {
+            let (_tx, mut reader, mut peer) = lane(1 << 20).await;
+            let mut p = Vec::new();
+            p.put_u16(id);
+            p.put_u32(v);
+            peer.send(kind::SETTINGS, 0, 0, &p).await;
+            let err = within(reader.message()).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unavailable, "setting {id} = {v}: {err}");
+        }
     }
 
     #[tokio::test]
@@ -1092,7 +1128,7 @@ mod tests {
             &block,
         )
         .await;
-        let err = opened.await.unwrap().err().expect("refused");
+        let err = within(opened).await.unwrap().err().expect("refused");
         assert_eq!(err.code(), Code::Unimplemented);
     }
 }
