@@ -183,6 +183,8 @@ pub(crate) struct ConnectOptions {
     pub lease: Duration,
     /// One unary `Execute` per call instead of the session stream.
     pub unary: bool,
+    /// The session stream on tonic's connection, not one of its own.
+    pub shared_stream_connection: bool,
 }
 
 /// The three kinds of URL.
@@ -230,6 +232,9 @@ fn endpoint(url: &str) -> Result<(Endpoint, Scheme)> {
 /// The session stream's own connection ([`lane`]) for a plain `http://`
 /// or `unix:` URL; `https://` keeps tonic's channel (TLS is not done there).
 fn lane_settings(o: &ConnectOptions, uri: &Uri, scheme: Scheme) -> Option<lane::Settings> {
+    if o.shared_stream_connection {
+        return None;
+    }
     let (target, authority) = match scheme {
         Scheme::Https => return None,
         Scheme::Unix => {

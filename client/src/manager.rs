@@ -146,6 +146,7 @@ pub struct ManagerBuilder {
     keepalive_timeout: Duration,
     lease: Duration,
     unary: Option<bool>,
+    shared_stream_connection: Option<bool>,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -160,6 +161,8 @@ impl std::fmt::Debug for ManagerBuilder {
             .field("key", &self.key)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("unary", &self.unary)
+            .field("shared_stream_connection", &self.shared_stream_connection)
             .finish()
     }
 }
@@ -278,6 +281,29 @@ impl ManagerBuilder {
         self
     }
 
+    /// With `true`, the session stream shares tonic's HTTP/2 connection
+    /// with the other calls, as it did before procshare spoke the stream's
+    /// connection itself. By default, over `http://` and `unix:` URLs, the
+    /// stream has a connection of its own that the client drives directly
+    /// (half the client's instructions per call); over `https://` it always
+    /// shares. Without it, `PROCSHARE_TRANSPORT=shared-stream` asks for the
+    /// shared one. For comparing the two, and a way back should the own
+    /// connection misbehave somewhere.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> procshare::Result<()> {
+    /// let m = procshare::Manager::builder()
+    ///     .url("http://127.0.0.1:50051")
+    ///     .shared_stream_connection(true)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shared_stream_connection(mut self, shared: bool) -> Self {
+        self.shared_stream_connection = Some(shared);
+        self
+    }
+
     /// Connects. Bad options (URL, files, token) are
     /// [`Error::InvalidArgument`]; an unreachable server is
     /// [`Error::Unavailable`].
@@ -303,6 +329,9 @@ impl ManagerBuilder {
             unary: self
                 .unary
                 .unwrap_or_else(|| env("PROCSHARE_TRANSPORT").is_some_and(|t| t == "unary")),
+            shared_stream_connection: self.shared_stream_connection.unwrap_or_else(|| {
+                env("PROCSHARE_TRANSPORT").is_some_and(|t| t == "shared-stream")
+            }),
         };
         let conn = Connection::connect(options).await?;
         Ok(Manager { conn })
@@ -356,6 +385,7 @@ impl Manager {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             lease: crate::session::DEFAULT_LEASE,
             unary: None,
+            shared_stream_connection: None,
         }
     }
 

@@ -303,3 +303,39 @@ async fn large_calls_in_flight_at_once_pass_the_flow_control_windows_both_ways()
         assert!(got.unwrap() == Some(value(i)), "key k{i}");
     }
 }
+
+/// Sockets procshared holds (its listener and its clients' connections).
+fn server_sockets(s: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// The stream's own connection by default, tonic's shared one when asked:
+/// the calls and their waits behave the same on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_has_a_connection_of_its_own_or_shares_tonics_when_asked() {
+    for shared in [false, true] {
+        let s = Server::start();
+        let before = server_sockets(&s);
+        let m = procshare::Manager::builder()
+            .url(s.url())
+            .shared_stream_connection(shared)
+            .connect()
+            .await
+            .unwrap();
+        let (q, getter) = blocked_get(&m).await;
+        unblock(&q, getter).await;
+        let d = m.dict::<String, i64>("d").await.unwrap();
+        d.insert("k".into(), 1).await.unwrap();
+        assert_eq!(d.get(&"k".into()).await.unwrap(), Some(1));
+        let want = if shared { 1 } else { 2 };
+        assert_eq!(
+            server_sockets(&s) - before,
+            want,
+            "connections of one client (shared: {shared})"
+        );
+    }
+}
