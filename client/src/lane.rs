@@ -14,8 +14,11 @@
 //!
 //! - opens the connection (TCP or a Unix socket; `https://` URLs keep
 //!   tonic's connection, TLS is not done here), sends the HTTP/2 preface,
-//!   its settings and the request's headers, and waits for the response's
-//!   headers: a server without the stream answers UNIMPLEMENTED as before;
+//!   its settings (with [`pb::SESSION_ONLY_SETTING`], which procshared
+//!   takes as "serve this connection's one stream directly" and any other
+//!   server ignores) and the request's headers, and waits for the
+//!   response's headers: a server without the stream answers
+//!   UNIMPLEMENTED as before;
 //! - a writer task takes the encoded requests from the caller's channel,
 //!   as many as are queued, and writes them in as few DATA frames and
 //!   `write`s as the server's flow-control windows and frame size allow,
@@ -203,10 +206,13 @@ fn request_headers(s: &Settings) -> Vec<u8> {
 fn opening(s: &Settings) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(PREFACE);
-    let settings: [(u16, u32); 3] = [
+    let settings: [(u16, u32); 4] = [
         (setting::ENABLE_PUSH, 0),
         (setting::INITIAL_WINDOW_SIZE, s.window),
         (setting::MAX_FRAME_SIZE, MAX_FRAME_IN as u32),
+        // This connection carries the session stream alone: procshared
+        // serves it outside its general HTTP/2 stack; others ignore it.
+        (pb::SESSION_ONLY_SETTING, 1),
     ];
     put_frame_header(&mut out, 6 * settings.len(), kind::SETTINGS, 0, 0);
     for (id, v) in settings {

@@ -14,3 +14,10 @@ pub mod fields;
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("procshare_descriptor");
+
+/// An HTTP/2 setting (an identifier no standard uses, so any other server
+/// ignores it, as RFC 9113 §6.5.2 requires) that a client sends in its
+/// first SETTINGS frame when the connection will carry nothing but one
+/// `Session` stream. procshared serves such a connection itself instead of
+/// through its general HTTP/2 stack; its value is 1.
+pub const SESSION_ONLY_SETTING: u16 = 0x7073;

@@ -152,6 +152,11 @@ pub struct Args {
     /// by UNAVAILABLE, as if it were lost on the way.
     #[arg(long, hide = true, value_name = "N")]
     pub fault_drop_replies: Option<u64>,
+    /// Serve every connection through tonic, also those a client marks as
+    /// carrying only its session stream (served directly by default): a way
+    /// back, and the other half of an A/B.
+    #[arg(long, hide = true, env = "PROCSHARE_SESSIONS_VIA_TONIC")]
+    pub sessions_via_tonic: bool,
 }
 
 /// A Unix file mode in octal: `0600`, `600` or `0o600`.
@@ -290,6 +295,8 @@ pub struct Settings {
     pub store_limits: StoreLimits,
     pub session_limits: service::SessionLimits,
     pub service_limits: service::ServiceLimits,
+    /// Serve session-only connections directly (not through tonic).
+    pub direct_sessions: bool,
 }
 
 /// Picks a setting: a flag beats the file, the file beats the environment.
@@ -557,6 +564,7 @@ fn resolve_with_env(
         store_limits,
         session_limits,
         service_limits,
+        direct_sessions: !args.sessions_via_tonic,
     };
     settings.check_exposure()?;
     Ok(settings)
@@ -614,6 +622,7 @@ impl Settings {
             keepalive_timeout: self.keepalive_timeout,
             sessions: self.session_limits.clone(),
             limits: self.service_limits.clone(),
+            direct_sessions: self.direct_sessions,
             ..service::ServerConfig::default()
         }
     }

@@ -106,25 +106,39 @@ impl Auth {
     }
 
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.token.is_none() {
+            return Ok(());
+        }
+        let value = request.metadata().get(AUTHORIZATION).map(|v| v.as_bytes());
+        self.check_header(value, || {
+            request
+                .remote_addr()
+                .map_or_else(|| "a local client".to_owned(), |a| a.to_string())
+        })
+    }
+
+    /// Checks the value of a call's `authorization` header (`None`: it has
+    /// none); `peer` names the caller in the log line of a refusal.
+    pub(super) fn check_header(
+        &self,
+        value: Option<&[u8]>,
+        peer: impl FnOnce() -> String,
+    ) -> Result<(), Status> {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "a local client".to_owned(), |a| a.to_string());
-        let Some(value) = request.metadata().get(AUTHORIZATION) else {
-            tracing::warn!(%peer, "refused a call without a token");
+        let Some(presented) = value else {
+            tracing::warn!(peer = %peer(), "refused a call without a token");
             return Err(Status::unauthenticated(
                 "this server requires a token: set PROCSHARE_TOKEN, or pass it to the client \
                  (ManagerBuilder::token, procshare --token)",
             ));
         };
-        let presented = value.as_bytes();
         let presented = strip_bearer(presented).unwrap_or(presented);
         if token.matches(presented) {
             Ok(())
         } else {
-            tracing::warn!(%peer, "refused a call with a wrong token");
+            tracing::warn!(peer = %peer(), "refused a call with a wrong token");
             Err(Status::unauthenticated("wrong token"))
         }
     }

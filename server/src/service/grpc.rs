@@ -102,6 +102,13 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The core, shared with connections served outside tonic.
+    pub(super) fn core(&self) -> Arc<Core> {
+        self.0.clone()
+    }
+}
+
 impl Core {
     fn enter_wait(&self) -> Result<Waiting<'_>, StoreError> {
         let n = self.waiting.fetch_add(1, Ordering::Relaxed);

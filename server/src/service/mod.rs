@@ -10,11 +10,18 @@
 //!
 //! TCP may be wrapped in TLS (mTLS with a client CA); the Unix socket never
 //! is: it is local, and its file mode decides who may connect.
+//!
+//! A plain (not TLS) connection whose client says it carries only its
+//! session stream is served by [`lane`], outside tonic: the same calls,
+//! checks and answers, at about half the cost a call ([`accept`] sorts the
+//! connections).
 
+mod accept;
 mod answers;
 pub mod auth;
 mod batch_reply;
 mod grpc;
+mod lane;
 pub mod session;
 pub mod status;
 mod stream;
@@ -28,8 +35,11 @@ use std::time::Duration;
 
 use procshare_proto::procshare_server::ProcshareServer;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
@@ -63,6 +73,10 @@ pub struct ServerConfig {
     pub sessions: SessionLimits,
     /// Waiter, value-size limits (and fault injection, for tests).
     pub limits: ServiceLimits,
+    /// Serve connections that carry only a session stream (a client marks
+    /// them) directly, not through tonic. On by default; off, every
+    /// connection goes through tonic.
+    pub direct_sessions: bool,
 }
 
 /// Default HTTP/2 keepalive interval of the server.
@@ -81,6 +95,7 @@ impl Default for ServerConfig {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             sessions: SessionLimits::default(),
             limits: ServiceLimits::default(),
+            direct_sessions: true,
         }
     }
 }
@@ -107,7 +122,8 @@ pub async fn serve(
     serve_on(listeners, store, config, shutdown).await
 }
 
-/// The services every listener offers, built once.
+/// The services every listener offers, built once, and what connections
+/// served outside tonic share.
 fn routes(
     store: Arc<Store>,
     config: &ServerConfig,
@@ -115,13 +131,21 @@ fn routes(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-) -> Routes {
+) -> (Routes, Arc<lane::Config>) {
     let auth = Auth::new(config.token.clone());
     let sessions = Sessions::new(store.clone(), config.sessions.clone());
     sessions.spawn_reaper(cancel.clone());
     let mut limits = config.limits.clone();
     limits.max_reply_bytes = config.max_message_bytes.saturating_sub(grpc::REPLY_ROOM);
     let service = grpc::Service::new(store, sessions, limits, cancel);
+    let lanes = Arc::new(lane::Config {
+        core: service.core(),
+        auth: auth.clone(),
+        max_message_bytes: config.max_message_bytes,
+        keepalive: config
+            .keepalive_interval
+            .map(|every| (every, config.keepalive_timeout)),
+    });
     let procshare = ProcshareServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -142,7 +166,7 @@ fn routes(
         Ok(r) => routes = routes.add_service(InterceptedService::new(r, auth)),
         Err(e) => tracing::error!(error = %e, "server reflection (v1alpha) is off"),
     }
-    routes
+    (routes, lanes)
 }
 
 /// Connections waiting to be accepted before the kernel drops new ones (it
@@ -210,7 +234,16 @@ pub async fn serve_on(
             tonic_health::ServingStatus::Serving,
         )
         .await;
-    let routes = routes(store, &config, cancel.clone(), health);
+    let (routes, lanes) = routes(store, &config, cancel.clone(), health);
+    // Session-only connections are tracked here (tonic tracks its own), so
+    // that a shutdown waits for their calls too, and ended when it is over.
+    let sorting = Sorting {
+        lanes,
+        tracker: TaskTracker::new(),
+        cancel: cancel.clone(),
+        hard_stop: CancellationToken::new(),
+    };
+    let _hard_stop = sorting.hard_stop.clone().drop_guard();
 
     let signal = {
         let cancel = cancel.clone();
@@ -235,14 +268,29 @@ pub async fn serve_on(
         let cancel = cancel.clone();
         let routes = routes.clone();
         let config = config.clone();
+        let sorting = sorting.clone();
         async move {
             let Some(listener) = tcp else { return Ok(()) };
             let mut b = builder(&config);
             if let Some(tls) = &config.tls {
+                // Clients keep TLS connections on tonic's path.
                 b = b.tls_config(tls.server_config())?;
+                return b
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(accept_tcp(listener), cancel.cancelled_owned())
+                    .await;
+            }
+            if !config.direct_sessions {
+                return b
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(accept_tcp(listener), cancel.cancelled_owned())
+                    .await;
             }
             b.add_routes(routes)
-                .serve_with_incoming_shutdown(accept_tcp(listener), cancel.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    sorting.sort(accept_tcp(listener)),
+                    cancel.cancelled_owned(),
+                )
                 .await
         }
     };
@@ -250,20 +298,33 @@ pub async fn serve_on(
         let cancel = cancel.clone();
         let config = config.clone();
         let listener = unix.as_mut().and_then(UnixSocket::take_listener);
+        let sorting = sorting.clone();
         async move {
             let Some(listener) = listener else {
                 return Ok(());
             };
-            builder(&config)
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(listener),
-                    cancel.cancelled_owned(),
-                )
-                .await
+            let b = builder(&config).add_routes(routes);
+            if !config.direct_sessions {
+                return b
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(listener),
+                        cancel.cancelled_owned(),
+                    )
+                    .await;
+            }
+            b.serve_with_incoming_shutdown(
+                sorting.sort(UnixListenerStream::new(listener)),
+                cancel.cancelled_owned(),
+            )
+            .await
         }
     };
-    let servers = async { tokio::try_join!(tcp_server, unix_server).map(|_| ()) };
+    let servers = async {
+        tokio::try_join!(tcp_server, unix_server)?;
+        sorting.tracker.close();
+        sorting.tracker.wait().await;
+        Ok(())
+    };
     tokio::pin!(servers);
     let result = tokio::select! {
         r = &mut servers => r,
@@ -280,6 +341,104 @@ pub async fn serve_on(
     signal.abort();
     drop(unix);
     result
+}
+
+/// Sorts accepted connections ([`accept`]): session-only ones are served
+/// here, the others handed to tonic.
+#[derive(Clone)]
+struct Sorting {
+    lanes: Arc<lane::Config>,
+    tracker: TaskTracker,
+    /// The shutdown signal: connections not yet sorted are dropped.
+    cancel: CancellationToken,
+    /// Cancelled when [`serve_on`] returns: every session-only connection
+    /// still open is closed.
+    hard_stop: CancellationToken,
+}
+
+/// Who is at the other end of a connection, for log lines.
+trait Peer {
+    fn peer(&self) -> String;
+}
+
+impl Peer for tokio::net::TcpStream {
+    fn peer(&self) -> String {
+        self.peer_addr()
+            .map_or_else(|_| "an unknown peer".to_owned(), |a| a.to_string())
+    }
+}
+
+impl Peer for tokio::net::UnixStream {
+    fn peer(&self) -> String {
+        "a local client".to_owned()
+    }
+}
+
+impl Sorting {
+    /// The connections of `accepted` that tonic is to serve; a task sorts
+    /// each (so that one slow to send its first bytes holds up no other)
+    /// and serves the session-only ones.
+    fn sort<IO>(
+        &self,
+        accepted: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    ) -> ReceiverStream<std::io::Result<accept::Rewind<IO>>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Peer + Unpin + Send + 'static,
+    {
+        use tokio_stream::StreamExt;
+        let (tx, rx) = mpsc::channel(64);
+        let sorting = self.clone();
+        tokio::spawn(async move {
+            let mut accepted = std::pin::pin!(accepted);
+            loop {
+                let next = tokio::select! {
+                    _ = sorting.cancel.cancelled() => return,
+                    next = accepted.next() => next,
+                };
+                match next {
+                    None => return,
+                    // Tonic logs and goes on, as it did when it accepted.
+                    Some(Err(e)) => {
+                        if tx.send(Err(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(io)) => {
+                        let task = sorting.clone().serve(io, tx.clone());
+                        sorting.tracker.spawn(task);
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    async fn serve<IO>(
+        self,
+        mut io: IO,
+        to_tonic: mpsc::Sender<std::io::Result<accept::Rewind<IO>>>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Peer + Unpin + Send + 'static,
+    {
+        let sorted = tokio::select! {
+            _ = self.cancel.cancelled() => return,
+            sorted = accept::sort(&mut io) => sorted,
+        };
+        match sorted {
+            Err(e) => tracing::debug!(error = %e, "a connection failed before its first bytes"),
+            Ok(accept::Opening::Other(read)) => {
+                let _ = to_tonic.send(Ok(accept::Rewind::new(read, io))).await;
+            }
+            Ok(accept::Opening::SessionOnly { settings, rest }) => {
+                drop(to_tonic);
+                let peer = io.peer();
+                tokio::select! {
+                    _ = self.hard_stop.cancelled() => {}
+                    _ = lane::serve(io, settings, rest, self.lanes, peer) => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -47,9 +47,9 @@ type Pending = Pin<Box<dyn Future<Output = pb::Response> + Send>>;
 /// when the client has closed its side and every request is answered,
 /// when the client's side breaks, or, after a shutdown, when the requests
 /// still running have ended.
-pub struct Responses {
+pub struct Responses<S = Streaming<pb::Request>> {
     core: Arc<Core>,
-    requests: Streaming<pb::Request>,
+    requests: S,
     reading: bool,
     /// Requests still running, by request id (for `cancel`). Dropping the
     /// set (with the stream) aborts them all.
@@ -59,17 +59,24 @@ pub struct Responses {
     /// Made once, not per request: each would register and unregister a
     /// waiter.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker `shutdown` was last polled with: it wakes that one when
+    /// the shutdown comes, so polls with the same waker only check the
+    /// token (polling the future takes two locks each time; 500
+    /// instructions a call).
+    shutdown_waker: Option<Waker>,
     /// Without a log to wait for, an operation that cannot wait finishes in
     /// its first poll: it is run in place, without a boxed future (with a
     /// data dir, so is a read).
     in_memory: bool,
 }
 
-/// Starts serving one stream.
-pub fn serve(core: Arc<Core>, requests: Streaming<pb::Request>) -> Responses {
+/// Starts serving one stream: its requests come from `requests` (tonic's
+/// decoder, or [`super::lane`]'s).
+pub fn serve<S>(core: Arc<Core>, requests: S) -> Responses<S> {
     Responses {
         sessions: Resolver::new(core.sessions.clone()),
         shutdown: Box::pin(core.shutdown.clone().cancelled_owned()),
+        shutdown_waker: None,
         in_memory: !core.store.is_durable(),
         core,
         requests,
@@ -79,15 +86,37 @@ pub fn serve(core: Arc<Core>, requests: Streaming<pb::Request>) -> Responses {
     }
 }
 
-impl Stream for Responses {
+impl<S> Responses<S> {
+    /// Where the requests come from.
+    pub(super) fn requests_mut(&mut self) -> &mut S {
+        &mut self.requests
+    }
+}
+
+impl<S> Stream for Responses<S>
+where
+    S: Stream<Item = Result<pb::Request, Status>> + Unpin,
+{
     type Item = Result<pb::Response, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         // Stop taking requests at shutdown; running ones end with
         // UNAVAILABLE through `Core::run`'s own shutdown branch.
-        if this.reading && this.shutdown.as_mut().poll(cx).is_ready() {
-            this.reading = false;
+        if this.reading {
+            let registered = this
+                .shutdown_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            let stopping = if registered {
+                this.core.shutdown.is_cancelled()
+            } else {
+                this.shutdown_waker = Some(cx.waker().clone());
+                this.shutdown.as_mut().poll(cx).is_ready()
+            };
+            if stopping {
+                this.reading = false;
+            }
         }
         loop {
             // Answers of requests that went on in tasks of their own.
@@ -113,14 +142,14 @@ impl Stream for Responses {
                     this.reading = false;
                     continue;
                 }
-                // The client's side broke (or it sent garbage): end; the
-                // running requests are cancelled when hyper drops us.
+                // The client's side broke (or it sent garbage): end with
+                // what is wrong; the running requests are cancelled.
                 Poll::Ready(Some(Err(status))) => {
                     tracing::debug!(%status, "session stream broken");
                     this.reading = false;
                     this.running.abort_all();
                     this.handles.clear();
-                    return Poll::Ready(None);
+                    return Poll::Ready(Some(Err(status)));
                 }
             };
             if r.cancel {
