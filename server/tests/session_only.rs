@@ -502,9 +502,9 @@ async fn pings_are_answered_and_a_client_that_answers_none_is_let_go() {
         }
     };
     assert_eq!(&pong.payload[..], b"12345678");
-    // This client never acknowledges the server's pings: it is closed.
-    let rest = c.until_closed().await;
-    assert!(rest.contains(&GOAWAY), "{rest:?}");
+    // This client never acknowledges the server's pings: the server closes
+    // the connection (`until_closed` fails after its deadline otherwise).
+    c.until_closed().await;
 }
 
 #[tokio::test]

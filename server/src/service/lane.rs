@@ -294,9 +294,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 busy |= self.poll_answers(cx);
                 self.frame_answers();
                 self.give_back();
-                if let Err(e) = self.poll_keepalive(cx) {
-                    self.go_away(e);
-                }
+            }
+            if self.poll_keepalive(cx).is_err() {
+                // A peer that does not answer pings does not read either:
+                // nothing more is written, the connection is dropped.
+                tracing::debug!(peer = %self.peer, "no answer to a ping; closing a session connection");
+                return Poll::Ready(Ok(()));
             }
             match self.poll_write(cx)? {
                 Poll::Ready(()) => {
@@ -804,9 +807,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
     }
 
-    /// Pings every interval; a ping unanswered for the timeout closes the
-    /// connection.
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Result<(), Broken> {
+    /// Pings every interval; `Err` when a ping went unanswered for the
+    /// timeout.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
         let (Some(k), Some((_, timeout))) = (&mut self.keepalive, self.config.keepalive) else {
             return Ok(());
         };
@@ -818,7 +821,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Ok(());
         }
         if k.waiting {
-            return Err(broken(error::NO_ERROR, "no answer to a ping"));
+            return Err(());
         }
         put_frame_header(&mut self.wbuf, 8, kind::PING, 0, 0);
         self.wbuf.put_u64(0x7072_6f63_7368_6172); // "procshar"

@@ -273,25 +273,21 @@ pub async fn serve_on(
             let Some(listener) = tcp else { return Ok(()) };
             let mut b = builder(&config);
             if let Some(tls) = &config.tls {
-                // Clients keep TLS connections on tonic's path.
                 b = b.tls_config(tls.server_config())?;
+            }
+            let b = b.add_routes(routes);
+            // TLS connections all go to tonic: a client's session-only
+            // connection is a plain one.
+            if config.tls.is_some() || !config.direct_sessions {
                 return b
-                    .add_routes(routes)
                     .serve_with_incoming_shutdown(accept_tcp(listener), cancel.cancelled_owned())
                     .await;
             }
-            if !config.direct_sessions {
-                return b
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(accept_tcp(listener), cancel.cancelled_owned())
-                    .await;
-            }
-            b.add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    sorting.sort(accept_tcp(listener)),
-                    cancel.cancelled_owned(),
-                )
-                .await
+            b.serve_with_incoming_shutdown(
+                sorting.sort(accept_tcp(listener)),
+                cancel.cancelled_owned(),
+            )
+            .await
         }
     };
     let unix_server = {
