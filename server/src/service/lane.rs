@@ -1186,4 +1186,54 @@ mod tests {
         poll(&mut conn).await;
         read_answer(&mut client, 2).await;
     }
+
+    /// A frame of any kind (the known ones and two unknown), flags, stream
+    /// and payload.
+    fn any_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            0u8..12,
+            any::<u8>(),
+            0u32..6,
+            proptest::collection::vec(any::<u8>(), 0..48),
+        )
+            .prop_map(|(kind, flags, stream, payload)| frame(kind, flags, stream, &payload))
+    }
+
+    proptest::proptest! {
+        // 256 cases by default (a second); PROPTEST_CASES for a longer run.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever a client sends after its preface, the connection never
+        /// panics: it answers, refuses or closes. (Polled here, in the
+        /// test's thread, a panic fails the test; in a task it would only
+        /// end that task.)
+        #[test]
+        fn any_frames_after_the_opening_never_panic(
+            session_first in proptest::prelude::any::<bool>(),
+            frames in proptest::collection::vec(any_frame(), 0..24),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (mut client, server) = tokio::io::duplex(1 << 20);
+                let mut conn = Conn::new(server, config(), "fuzz".into());
+                conn.opening(&[]);
+                if session_first {
+                    client.write_all(&session_and_request(1)).await.unwrap();
+                }
+                for f in &frames {
+                    client.write_all(f).await.unwrap();
+                }
+                for _ in 0..4 {
+                    let ended = std::future::poll_fn(|cx| Poll::Ready(conn.poll_run(cx).is_ready())).await;
+                    if ended {
+                        break;
+                    }
+                }
+            });
+        }
+    }
 }
