@@ -202,3 +202,11 @@ fn the_log_format_comes_from_the_flag_then_the_file_and_is_checked() {
         .to_string();
     assert!(msg.contains("--log-format"), "{msg}");
 }
+
+#[test]
+fn session_only_connections_are_served_directly_unless_asked_not_to() {
+    let s = settings(&[], None).unwrap();
+    assert!(s.direct_sessions && s.server_config().direct_sessions);
+    let s = settings(&["--sessions-via-tonic"], None).unwrap();
+    assert!(!s.direct_sessions && !s.server_config().direct_sessions);
+}
