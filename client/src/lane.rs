@@ -40,6 +40,11 @@ use std::time::Duration;
 
 use h2::hpack;
 use procshare_proto as pb;
+use procshare_proto::http2::{
+    flag, kind, put_frame_header, put_hpack_int, put_hpack_literal, put_hpack_str,
+    read_frame_header, setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
+    PREFACE,
+};
 use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,42 +52,9 @@ use tokio::sync::mpsc;
 use tonic::codegen::http::{HeaderMap, StatusCode};
 use tonic::{Code, Status};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const STREAM: u32 = 1;
-/// The flow-control window of every stream and connection until the
-/// settings say otherwise (RFC 9113, 6.9.2).
-const DEFAULT_WINDOW: i64 = 65_535;
-const DEFAULT_MAX_FRAME: usize = 16_384;
 /// The largest frame this end takes (advertised in its settings).
 const MAX_FRAME_IN: usize = 1 << 20;
-/// The HPACK table size this end decodes with (the default, not changed).
-const HEADER_TABLE: usize = 4_096;
-
-mod kind {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PUSH_PROMISE: u8 = 0x5;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
-}
-
-mod flag {
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PADDED: u8 = 0x8;
-    pub const PRIORITY: u8 = 0x20;
-}
-
-mod setting {
-    pub const ENABLE_PUSH: u16 = 0x2;
-    pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
-    pub const MAX_FRAME_SIZE: u16 = 0x5;
-}
 
 /// Where the server listens.
 #[derive(Debug, Clone)]
@@ -144,36 +116,6 @@ impl Shared {
     }
 }
 
-fn put_frame_header(out: &mut impl BufMut, len: usize, kind: u8, flags: u8, stream: u32) {
-    debug_assert!(len < 1 << 24);
-    out.put_uint(len as u64, 3);
-    out.put_u8(kind);
-    out.put_u8(flags);
-    out.put_u32(stream);
-}
-
-/// An HPACK string literal, not Huffman-coded.
-fn put_hpack_str(out: &mut Vec<u8>, s: &[u8]) {
-    put_hpack_int(out, 0, 7, s.len());
-    out.extend_from_slice(s);
-}
-
-/// An HPACK integer with an `n`-bit prefix after the bits of `first`.
-fn put_hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
-    let max = (1usize << n) - 1;
-    if v < max {
-        out.push(first | v as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    v -= max;
-    while v >= 128 {
-        out.push((v % 128) as u8 | 0x80);
-        v /= 128;
-    }
-    out.push(v as u8);
-}
-
 /// The header block of the `Session` call: indexed or literal fields, none
 /// added to the server's table (nothing is repeated on this connection).
 fn request_headers(s: &Settings) -> Vec<u8> {
@@ -189,9 +131,7 @@ fn request_headers(s: &Settings) -> Vec<u8> {
         (b"te", b"trailers"),
         (b"user-agent", b"procshare"),
     ] {
-        b.push(0x00);
-        put_hpack_str(&mut b, name);
-        put_hpack_str(&mut b, value);
+        put_hpack_literal(&mut b, name, value);
     }
     if let Some(auth) = &s.authorization {
         b.push(0x10); // never indexed: a secret
@@ -504,23 +444,15 @@ impl Reader {
     /// payload stays in `buf`, behind the header, which is taken).
     async fn frame_header(&mut self) -> Result<(usize, u8, u8, u32), Status> {
         loop {
-            if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16)
-                    | (usize::from(self.buf[1]) << 8)
-                    | usize::from(self.buf[2]);
-                if len > MAX_FRAME_IN {
-                    return Err(broken(format!("a frame of {len} bytes")));
+            if let Some(h) = read_frame_header(&self.buf) {
+                if h.len > MAX_FRAME_IN {
+                    return Err(broken(format!("a frame of {} bytes", h.len)));
                 }
-                if self.buf.len() >= 9 + len {
-                    let kind = self.buf[3];
-                    let flags = self.buf[4];
-                    let stream =
-                        u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
-                            & 0x7fff_ffff;
-                    self.buf.advance(9);
-                    return Ok((len, kind, flags, stream));
+                if self.buf.len() >= FRAME_HEADER + h.len {
+                    self.buf.advance(FRAME_HEADER);
+                    return Ok((h.len, h.kind, h.flags, h.stream));
                 }
-                self.buf.reserve(9 + len - self.buf.len());
+                self.buf.reserve(FRAME_HEADER + h.len - self.buf.len());
             } else {
                 self.buf.reserve(DEFAULT_MAX_FRAME);
             }
@@ -808,20 +740,6 @@ mod tests {
     use super::*;
     use tokio::io::DuplexStream;
 
-    #[test]
-    fn hpack_integers_are_those_of_the_rfc() {
-        // RFC 7541, C.1.1 to C.1.3.
-        let mut b = Vec::new();
-        put_hpack_int(&mut b, 0, 5, 10);
-        assert_eq!(b, [10]);
-        b.clear();
-        put_hpack_int(&mut b, 0, 5, 1337);
-        assert_eq!(b, [31, 154, 10]);
-        b.clear();
-        put_hpack_int(&mut b, 0, 8, 42);
-        assert_eq!(b, [42]);
-    }
-
     fn settings(window: u32) -> Settings {
         Settings {
             target: Target::Unix("/nowhere".into()),
@@ -883,15 +801,10 @@ mod tests {
     impl Peer {
         async fn frame(&mut self) -> (u8, u8, u32, BytesMut) {
             loop {
-                if self.buf.len() >= 9 {
-                    let len = (usize::from(self.buf[0]) << 16)
-                        | (usize::from(self.buf[1]) << 8)
-                        | usize::from(self.buf[2]);
-                    if self.buf.len() >= 9 + len {
-                        let mut h = self.buf.split_to(9);
-                        h.advance(3);
-                        let (kind, flags, stream) = (h.get_u8(), h.get_u8(), h.get_u32());
-                        return (kind, flags, stream, self.buf.split_to(len));
+                if let Some(h) = read_frame_header(&self.buf) {
+                    if self.buf.len() >= FRAME_HEADER + h.len {
+                        self.buf.advance(FRAME_HEADER);
+                        return (h.kind, h.flags, h.stream, self.buf.split_to(h.len));
                     }
                 }
                 let n =

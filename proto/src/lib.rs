@@ -11,6 +11,7 @@ tonic::include_proto!("procshare.v1");
 
 pub mod codec;
 pub mod fields;
+pub mod http2;
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("procshare_descriptor");

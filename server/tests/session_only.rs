@@ -8,6 +8,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::hpack;
 use procshare_proto as pb;
+use procshare_proto::http2::error::REFUSED_STREAM;
+use procshare_proto::http2::flag::{ACK, END_HEADERS, END_STREAM};
+use procshare_proto::http2::kind::{
+    DATA, GOAWAY, HEADERS, PING, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+};
+use procshare_proto::http2::setting::{INITIAL_WINDOW_SIZE, MAX_CONCURRENT_STREAMS};
+use procshare_proto::http2::{put_frame_header, read_frame_header, FRAME_HEADER, PREFACE};
 use procshare_server::service::{serve, ServerConfig, Token};
 use procshare_server::store::Store;
 use prost::Message;
@@ -17,22 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SESSION: &str = "/procshare.v1.Procshare/Session";
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const INITIAL_WINDOW_SIZE: u16 = 0x4;
-const MAX_CONCURRENT_STREAMS: u16 = 0x3;
-const REFUSED_STREAM: u32 = 0x7;
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -95,10 +87,7 @@ impl Raw {
 
     async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
         let mut f = BytesMut::new();
-        f.put_uint(payload.len() as u64, 3);
-        f.put_u8(kind);
-        f.put_u8(flags);
-        f.put_u32(stream);
+        put_frame_header(&mut f, payload.len(), kind, flags, stream);
         f.put_slice(payload);
         self.s.write_all(&f).await.unwrap();
     }
@@ -138,21 +127,14 @@ impl Raw {
     async fn frame(&mut self) -> Option<Frame> {
         tokio::time::timeout(DEADLINE, async {
             loop {
-                if self.buf.len() >= 9 {
-                    let len = (usize::from(self.buf[0]) << 16)
-                        | (usize::from(self.buf[1]) << 8)
-                        | usize::from(self.buf[2]);
-                    if self.buf.len() >= 9 + len {
-                        let kind = self.buf[3];
-                        let flags = self.buf[4];
-                        self.buf.advance(5);
-                        let stream = self.buf.get_u32() & 0x7fff_ffff;
-                        let payload = self.buf.split_to(len).freeze();
+                if let Some(h) = read_frame_header(&self.buf) {
+                    if self.buf.len() >= FRAME_HEADER + h.len {
+                        self.buf.advance(FRAME_HEADER);
                         return Some(Frame {
-                            kind,
-                            flags,
-                            stream,
-                            payload,
+                            kind: h.kind,
+                            flags: h.flags,
+                            stream: h.stream,
+                            payload: self.buf.split_to(h.len).freeze(),
                         });
                     }
                 }
@@ -213,14 +195,7 @@ impl Raw {
         while out.len() < n {
             let f = self.next_of(DATA).await;
             bytes.extend_from_slice(&f.payload);
-            while bytes.len() >= 5 {
-                let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-                if bytes.len() < 5 + len {
-                    break;
-                }
-                let m = bytes.split_to(5 + len);
-                out.push(pb::Response::decode(&m[5..]).unwrap());
-            }
+            out.extend(whole_responses(&mut bytes));
         }
         out
     }
@@ -233,6 +208,20 @@ impl Raw {
         }
         kinds
     }
+}
+
+/// Takes the whole gRPC messages off the front of `bytes`.
+fn whole_responses(bytes: &mut BytesMut) -> Vec<pb::Response> {
+    let mut out = Vec::new();
+    while bytes.len() >= 5 {
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if bytes.len() < 5 + len {
+            break;
+        }
+        let m = bytes.split_to(5 + len);
+        out.push(pb::Response::decode(&m[5..]).unwrap());
+    }
+    out
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -462,14 +451,7 @@ async fn answers_never_pass_the_clients_window() {
                     "{received} bytes sent, {granted} granted"
                 );
                 bytes.extend_from_slice(&f.payload);
-                while bytes.len() >= 5 {
-                    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-                    if bytes.len() < 5 + len {
-                        break;
-                    }
-                    let m = bytes.split_to(5 + len);
-                    ids.push(pb::Response::decode(&m[5..]).unwrap().request_id);
-                }
+                ids.extend(whole_responses(&mut bytes).iter().map(|r| r.request_id));
                 if received == granted {
                     c.send(WINDOW_UPDATE, 0, 1, &7u32.to_be_bytes()).await;
                     granted += 7;

@@ -13,16 +13,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use procshare_proto::http2::{flag, kind, FRAME_HEADER, PREFACE};
 use procshare_proto::SESSION_ONLY_SETTING;
 use prost::bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
-/// The client connection preface (RFC 9113, 3.4).
-pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_HEADER: usize = 9;
-const SETTINGS: u8 = 0x4;
-const ACK: u8 = 0x1;
 /// The largest first SETTINGS frame looked into (64 settings; RFC 9113
 /// defines 7). A longer one goes to tonic, which takes any.
 const MAX_SETTINGS_LOOKED_AT: usize = 6 * 64;
@@ -79,8 +75,8 @@ fn decide(b: &[u8]) -> Decision {
     };
     let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
     let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]);
-    if h[3] != SETTINGS
-        || h[4] & ACK != 0
+    if h[3] != kind::SETTINGS
+        || h[4] & flag::ACK != 0
         || stream != 0
         || !len.is_multiple_of(6)
         || len > MAX_SETTINGS_LOOKED_AT
@@ -176,7 +172,7 @@ mod tests {
     fn opening(settings: &[(u16, u32)]) -> Vec<u8> {
         let mut b = PREFACE.to_vec();
         b.put_uint(6 * settings.len() as u64, 3);
-        b.put_u8(SETTINGS);
+        b.put_u8(kind::SETTINGS);
         b.put_u8(0);
         b.put_u32(0);
         for (id, v) in settings {

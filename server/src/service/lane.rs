@@ -34,6 +34,10 @@ use std::time::Duration;
 
 use h2::hpack;
 use procshare_proto as pb;
+use procshare_proto::http2::{
+    error, flag, kind, put_frame_header, put_hpack_literal, read_frame_header, setting,
+    DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
+};
 use prost::bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,14 +50,8 @@ use super::grpc::Core;
 use super::stream::{self, Responses};
 
 const SESSION_PATH: &str = "/procshare.v1.Procshare/Session";
-/// The flow-control window of every stream and connection until settings
-/// or updates change it (RFC 9113, 6.9.2).
-const DEFAULT_WINDOW: i64 = 65_535;
-const DEFAULT_MAX_FRAME: usize = 16_384;
 /// The largest frame taken (advertised in the settings).
 const MAX_FRAME_IN: usize = 1 << 20;
-/// The HPACK table size headers are decoded with (the default).
-const HEADER_TABLE: usize = 4_096;
 /// The most header block bytes taken for one request (HEADERS and its
 /// CONTINUATIONs).
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
@@ -65,43 +63,6 @@ const MAX_HELD_ANSWERS: usize = 256 * 1024;
 const MAX_UNWRITTEN: usize = 1 << 20;
 /// How long a closing connection waits for the client to close its side.
 const LINGER: Duration = Duration::from_secs(1);
-
-mod kind {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const PRIORITY: u8 = 0x2;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PUSH_PROMISE: u8 = 0x5;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
-}
-
-mod flag {
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PADDED: u8 = 0x8;
-    pub const PRIORITY: u8 = 0x20;
-}
-
-mod setting {
-    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
-    pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
-    pub const MAX_FRAME_SIZE: u16 = 0x5;
-}
-
-/// HTTP/2 error codes (RFC 9113, 7).
-mod error {
-    pub const NO_ERROR: u32 = 0x0;
-    pub const PROTOCOL_ERROR: u32 = 0x1;
-    pub const FLOW_CONTROL_ERROR: u32 = 0x3;
-    pub const FRAME_SIZE_ERROR: u32 = 0x6;
-    pub const REFUSED_STREAM: u32 = 0x7;
-    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
-}
 
 /// What every session-only connection of a server shares.
 pub(super) struct Config {
@@ -207,13 +168,6 @@ struct Conn<IO> {
     credit_stream: i64,
     keepalive: Option<Keepalive>,
     state: State,
-}
-
-fn put_frame_header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
-    out.put_uint(len as u64, 3);
-    out.put_u8(kind);
-    out.put_u8(flags);
-    out.put_u32(stream);
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
@@ -395,28 +349,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Takes every whole frame out of `rbuf`.
     fn take_frames(&mut self) -> Result<(), Broken> {
-        while self.rbuf.len() >= 9 {
-            let len = (usize::from(self.rbuf[0]) << 16)
-                | (usize::from(self.rbuf[1]) << 8)
-                | usize::from(self.rbuf[2]);
-            if len > MAX_FRAME_IN {
+        while let Some(h) = read_frame_header(&self.rbuf) {
+            if h.len > MAX_FRAME_IN {
                 return Err(broken(
                     error::FRAME_SIZE_ERROR,
-                    format!("a frame of {len} bytes"),
+                    format!("a frame of {} bytes", h.len),
                 ));
             }
-            if self.rbuf.len() < 9 + len {
-                self.rbuf.reserve(9 + len - self.rbuf.len());
+            if self.rbuf.len() < FRAME_HEADER + h.len {
+                self.rbuf.reserve(FRAME_HEADER + h.len - self.rbuf.len());
                 return Ok(());
             }
-            let kind = self.rbuf[3];
-            let flags = self.rbuf[4];
-            let stream =
-                u32::from_be_bytes([self.rbuf[5], self.rbuf[6], self.rbuf[7], self.rbuf[8]])
-                    & 0x7fff_ffff;
-            self.rbuf.advance(9);
-            let payload = self.rbuf.split_to(len);
-            self.frame(kind, flags, stream, payload)?;
+            self.rbuf.advance(FRAME_HEADER);
+            let payload = self.rbuf.split_to(h.len);
+            self.frame(h.kind, h.flags, h.stream, payload)?;
             if !matches!(self.state, State::Open) {
                 return Ok(());
             }
@@ -693,7 +639,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     fn put_headers(&mut self, trailers_only: bool, status: Option<&Status>) {
         let mut b = BytesMut::with_capacity(64);
         b.put_u8(0x88); // :status: 200 (static 8)
-        put_literal(&mut b, b"content-type", b"application/grpc");
+        put_hpack_literal(&mut b, b"content-type", b"application/grpc");
         if let Some(s) = status {
             put_status(&mut b, s);
         }
@@ -879,33 +825,10 @@ fn put_message(out: &mut BytesMut, answer: &pb::Response, len: usize) {
     let _ = answer.encode(out);
 }
 
-/// A header field as an HPACK literal, not indexed, not Huffman-coded.
-fn put_literal(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_u8(0x00);
-    put_hpack_str(out, name);
-    put_hpack_str(out, value);
-}
-
-fn put_hpack_str(out: &mut BytesMut, s: &[u8]) {
-    let mut v = s.len();
-    if v < 127 {
-        out.put_u8(v as u8);
-    } else {
-        out.put_u8(127);
-        v -= 127;
-        while v >= 128 {
-            out.put_u8((v % 128) as u8 | 0x80);
-            v /= 128;
-        }
-        out.put_u8(v as u8);
-    }
-    out.put_slice(s);
-}
-
 /// `grpc-status` and, if any, `grpc-message` (percent-encoded, as gRPC
 /// over HTTP/2 says).
 fn put_status(out: &mut BytesMut, s: &Status) {
-    put_literal(
+    put_hpack_literal(
         out,
         b"grpc-status",
         (s.code() as i32).to_string().as_bytes(),
@@ -919,7 +842,7 @@ fn put_status(out: &mut BytesMut, s: &Status) {
                 m.extend_from_slice(format!("%{c:02X}").as_bytes());
             }
         }
-        put_literal(out, b"grpc-message", &m);
+        put_hpack_literal(out, b"grpc-message", &m);
     }
 }
 
@@ -1103,8 +1026,8 @@ mod tests {
     fn session_and_request(id: u64) -> Vec<u8> {
         let mut h = BytesMut::new();
         h.put_u8(0x83); // :method: POST
-        put_literal(&mut h, b":path", SESSION_PATH.as_bytes());
-        put_literal(&mut h, b"content-type", b"application/grpc");
+        put_hpack_literal(&mut h, b":path", SESSION_PATH.as_bytes());
+        put_hpack_literal(&mut h, b"content-type", b"application/grpc");
         let mut out = frame(kind::HEADERS, flag::END_HEADERS, 1, &h);
         out.extend(request(id));
         out
