@@ -42,8 +42,8 @@ use h2::hpack;
 use procshare_proto as pb;
 use procshare_proto::http2::{
     flag, kind, put_frame_header, put_hpack_int, put_hpack_literal, put_hpack_str,
-    read_frame_header, setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
-    PREFACE,
+    read_frame_header, read_settings, setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER,
+    HEADER_TABLE, PREFACE,
 };
 use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -601,31 +601,15 @@ impl Reader {
         self.shared.wake_writer();
     }
 
-    fn settings(&mut self, mut p: &[u8]) -> Result<(), Status> {
-        if !p.len().is_multiple_of(6) {
-            return Err(broken("a SETTINGS frame of the wrong size"));
-        }
+    fn settings(&mut self, p: &[u8]) -> Result<(), Status> {
+        let s = read_settings(p).map_err(|e| broken(e.why))?;
         let mut c = self.shared.control();
-        while p.len() >= 6 {
-            let id = p.get_u16();
-            let v = p.get_u32();
-            match id {
-                setting::INITIAL_WINDOW_SIZE => {
-                    if v > 0x7fff_ffff {
-                        return Err(broken(format!("an initial window of {v}")));
-                    }
-                    c.stream_credit += i64::from(v) - self.peer_window;
-                    self.peer_window = i64::from(v);
-                }
-                setting::MAX_FRAME_SIZE => {
-                    // RFC 9113, 6.5.2: anything else is a protocol error.
-                    if !(DEFAULT_MAX_FRAME..1 << 24).contains(&(v as usize)) {
-                        return Err(broken(format!("a largest frame of {v} bytes")));
-                    }
-                    c.max_frame = Some(v as usize);
-                }
-                _ => {}
-            }
+        if let Some(v) = s.initial_window {
+            c.stream_credit += i64::from(v) - self.peer_window;
+            self.peer_window = i64::from(v);
+        }
+        if s.max_frame.is_some() {
+            c.max_frame = s.max_frame;
         }
         put_frame_header(&mut c.frames, 0, kind::SETTINGS, flag::ACK, 0);
         drop(c);

@@ -92,6 +92,56 @@ pub fn read_frame_header(b: &[u8]) -> Option<FrameHeader> {
     })
 }
 
+/// What a SETTINGS frame changes that a connection carrying one stream
+/// cares about (the last value of a setting counts).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub initial_window: Option<u32>,
+    pub max_frame: Option<usize>,
+}
+
+/// A SETTINGS frame refused: `code` is the connection error to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSettings {
+    pub code: u32,
+    pub why: String,
+}
+
+/// Reads a SETTINGS payload (not an acknowledgement), refusing the values
+/// RFC 9113, 6.5.2 rules out.
+pub fn read_settings(p: &[u8]) -> Result<Settings, BadSettings> {
+    let bad = |code, why: String| Err(BadSettings { code, why });
+    if !p.len().is_multiple_of(6) {
+        return bad(
+            error::FRAME_SIZE_ERROR,
+            "a SETTINGS frame of the wrong size".into(),
+        );
+    }
+    let mut out = Settings::default();
+    for s in p.chunks_exact(6) {
+        let id = u16::from_be_bytes([s[0], s[1]]);
+        let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+        match id {
+            setting::INITIAL_WINDOW_SIZE if v > 0x7fff_ffff => {
+                return bad(
+                    error::FLOW_CONTROL_ERROR,
+                    format!("an initial window of {v}"),
+                );
+            }
+            setting::INITIAL_WINDOW_SIZE => out.initial_window = Some(v),
+            setting::MAX_FRAME_SIZE if !(DEFAULT_MAX_FRAME..1 << 24).contains(&(v as usize)) => {
+                return bad(
+                    error::PROTOCOL_ERROR,
+                    format!("a largest frame of {v} bytes"),
+                );
+            }
+            setting::MAX_FRAME_SIZE => out.max_frame = Some(v as usize),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// An HPACK integer with an `n`-bit prefix after the bits of `first`
 /// (RFC 7541, 5.1).
 pub fn put_hpack_int(out: &mut impl BufMut, first: u8, n: u32, mut v: usize) {
@@ -138,6 +188,38 @@ mod tests {
         b.clear();
         put_hpack_int(&mut b, 0, 8, 42);
         assert_eq!(b, [42]);
+    }
+
+    fn payload(settings: &[(u16, u32)]) -> Vec<u8> {
+        let mut p = Vec::new();
+        for (id, v) in settings {
+            p.put_u16(*id);
+            p.put_u32(*v);
+        }
+        p
+    }
+
+    #[test]
+    fn settings_are_read_checked_and_the_last_value_counts() {
+        let p = payload(&[
+            (setting::INITIAL_WINDOW_SIZE, 10),
+            (setting::ENABLE_PUSH, 0),
+            (0x7073, 1),
+            (setting::INITIAL_WINDOW_SIZE, 20),
+            (setting::MAX_FRAME_SIZE, 1 << 20),
+        ]);
+        let s = read_settings(&p).unwrap();
+        assert_eq!(s.initial_window, Some(20));
+        assert_eq!(s.max_frame, Some(1 << 20));
+        assert_eq!(read_settings(&[]).unwrap(), Settings::default());
+        let code = |p: &[u8]| read_settings(p).unwrap_err().code;
+        assert_eq!(code(&p[..7]), error::FRAME_SIZE_ERROR);
+        let big = payload(&[(setting::INITIAL_WINDOW_SIZE, 1 << 31)]);
+        assert_eq!(code(&big), error::FLOW_CONTROL_ERROR);
+        for frame in [16_383, 1 << 24] {
+            let p = payload(&[(setting::MAX_FRAME_SIZE, frame)]);
+            assert_eq!(code(&p), error::PROTOCOL_ERROR, "{frame}");
+        }
     }
 
     #[test]

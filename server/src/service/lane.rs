@@ -35,8 +35,8 @@ use std::time::Duration;
 use h2::hpack;
 use procshare_proto as pb;
 use procshare_proto::http2::{
-    error, flag, kind, put_frame_header, put_hpack_literal, read_frame_header, setting,
-    DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
+    error, flag, kind, put_frame_header, put_hpack_literal, read_frame_header, read_settings,
+    setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
 };
 use prost::bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
@@ -542,38 +542,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Ok(())
     }
 
-    fn settings(&mut self, mut p: &[u8]) -> Result<(), Broken> {
-        if !p.len().is_multiple_of(6) {
-            return Err(broken(
-                error::FRAME_SIZE_ERROR,
-                "a SETTINGS frame of the wrong size",
-            ));
+    fn settings(&mut self, p: &[u8]) -> Result<(), Broken> {
+        let s = read_settings(p).map_err(|e| broken(e.code, e.why))?;
+        if let Some(v) = s.initial_window {
+            self.send_stream += i64::from(v) - self.peer_initial;
+            self.peer_initial = i64::from(v);
         }
-        while p.len() >= 6 {
-            let id = p.get_u16();
-            let v = p.get_u32();
-            match id {
-                setting::INITIAL_WINDOW_SIZE => {
-                    if v > 0x7fff_ffff {
-                        return Err(broken(
-                            error::FLOW_CONTROL_ERROR,
-                            format!("an initial window of {v}"),
-                        ));
-                    }
-                    self.send_stream += i64::from(v) - self.peer_initial;
-                    self.peer_initial = i64::from(v);
-                }
-                setting::MAX_FRAME_SIZE => {
-                    if !(DEFAULT_MAX_FRAME..1 << 24).contains(&(v as usize)) {
-                        return Err(broken(
-                            error::PROTOCOL_ERROR,
-                            format!("a largest frame of {v} bytes"),
-                        ));
-                    }
-                    self.max_frame_out = v as usize;
-                }
-                _ => {}
-            }
+        if let Some(m) = s.max_frame {
+            self.max_frame_out = m;
         }
         put_frame_header(&mut self.wbuf, 0, kind::SETTINGS, flag::ACK, 0);
         Ok(())
