@@ -42,8 +42,8 @@ use h2::hpack;
 use procshare_proto as pb;
 use procshare_proto::http2::{
     flag, kind, put_frame_header, put_hpack_int, put_hpack_literal, put_hpack_str,
-    read_frame_header, read_settings, setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER,
-    HEADER_TABLE, PREFACE,
+    read_frame_header, read_settings, setting, unpad, DEFAULT_MAX_FRAME, DEFAULT_WINDOW,
+    FRAME_HEADER, HEADER_TABLE, PREFACE,
 };
 use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -480,7 +480,7 @@ impl Reader {
                 if stream != STREAM {
                     return Ok(None);
                 }
-                let body = unpad(&mut payload, flags)?;
+                let body = unpad(&mut payload, flags).map_err(broken)?;
                 self.messages.extend_from_slice(&body);
                 if flags & flag::END_STREAM != 0 {
                     return Err(broken("the stream ended without a status"));
@@ -488,7 +488,7 @@ impl Reader {
                 Ok(None)
             }
             kind::HEADERS => {
-                let mut block = unpad(&mut payload, flags)?;
+                let mut block = unpad(&mut payload, flags).map_err(broken)?;
                 if flags & flag::PRIORITY != 0 {
                     if block.len() < 5 {
                         return Err(broken("a short HEADERS frame"));
@@ -687,23 +687,6 @@ impl Reader {
         self.messages.advance(5 + len);
         Ok(Some(r))
     }
-}
-
-/// The payload of a frame without its padding.
-fn unpad(payload: &mut BytesMut, flags: u8) -> Result<BytesMut, Status> {
-    if flags & flag::PADDED == 0 {
-        return Ok(std::mem::take(payload));
-    }
-    let Some(&pad) = payload.first() else {
-        return Err(broken("a padded frame without its pad length"));
-    };
-    let pad = usize::from(pad);
-    if 1 + pad > payload.len() {
-        return Err(broken("a frame padded beyond its length"));
-    }
-    payload.advance(1);
-    let keep = payload.len() - pad;
-    Ok(payload.split_to(keep))
 }
 
 /// gRPC's mapping of an HTTP status that is not 200.

@@ -3,7 +3,7 @@
 //! server's `lane` modules share. Reading frames stays in each (their
 //! errors differ); header blocks are decoded with h2's HPACK decoder.
 
-use prost::bytes::BufMut;
+use prost::bytes::{Buf, BufMut, BytesMut};
 
 /// The client connection preface (3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -90,6 +90,24 @@ pub fn read_frame_header(b: &[u8]) -> Option<FrameHeader> {
         flags: h[4],
         stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
     })
+}
+
+/// The payload of a frame without its padding (6.1); `Err` says what is
+/// wrong with a padded one.
+pub fn unpad(payload: &mut BytesMut, flags: u8) -> Result<BytesMut, &'static str> {
+    if flags & flag::PADDED == 0 {
+        return Ok(std::mem::take(payload));
+    }
+    let Some(&pad) = payload.first() else {
+        return Err("a padded frame without its pad length");
+    };
+    let pad = usize::from(pad);
+    if 1 + pad > payload.len() {
+        return Err("a frame padded beyond its length");
+    }
+    payload.advance(1);
+    let keep = payload.len() - pad;
+    Ok(payload.split_to(keep))
 }
 
 /// What a SETTINGS frame changes that a connection carrying one stream

@@ -36,7 +36,7 @@ use h2::hpack;
 use procshare_proto as pb;
 use procshare_proto::http2::{
     error, flag, kind, put_frame_header, put_hpack_literal, read_frame_header, read_settings,
-    setting, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
+    setting, unpad, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FRAME_HEADER, HEADER_TABLE,
 };
 use prost::bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
@@ -383,7 +383,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 if stream == 0 || stream.is_multiple_of(2) {
                     return Err(broken(error::PROTOCOL_ERROR, "HEADERS on a wrong stream"));
                 }
-                let mut block = unpad(&mut p, flags)?;
+                let mut block =
+                    unpad(&mut p, flags).map_err(|why| broken(error::PROTOCOL_ERROR, why))?;
                 if flags & flag::PRIORITY != 0 {
                     if block.len() < 5 {
                         return Err(broken(error::FRAME_SIZE_ERROR, "a short HEADERS frame"));
@@ -524,7 +525,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 "more data than the stream's window",
             ));
         }
-        let body = unpad(&mut p, flags)?;
+        let body = unpad(&mut p, flags).map_err(|why| broken(error::PROTOCOL_ERROR, why))?;
         // Padding is given back at once; the requests as they are taken.
         let padding = len - body.len() as i64;
         self.credit_conn += padding;
@@ -820,29 +821,6 @@ fn put_status(out: &mut BytesMut, s: &Status) {
         }
         put_hpack_literal(out, b"grpc-message", &m);
     }
-}
-
-/// The payload of a frame without its padding.
-fn unpad(payload: &mut BytesMut, flags: u8) -> Result<BytesMut, Broken> {
-    if flags & flag::PADDED == 0 {
-        return Ok(std::mem::take(payload));
-    }
-    let Some(&pad) = payload.first() else {
-        return Err(broken(
-            error::PROTOCOL_ERROR,
-            "a padded frame without its pad length",
-        ));
-    };
-    let pad = usize::from(pad);
-    if 1 + pad > payload.len() {
-        return Err(broken(
-            error::PROTOCOL_ERROR,
-            "a frame padded beyond its length",
-        ));
-    }
-    payload.advance(1);
-    let keep = payload.len() - pad;
-    Ok(payload.split_to(keep))
 }
 
 /// What the session's request headers said.
