@@ -11,7 +11,9 @@ round trip (over TCP, and over a Unix socket beside the Unix floor), the
 against 1,000,000 (and Redis pipelined), the idle clients and waiters
 against 200 MB, the RSS of 1,000,000 dict entries against Redis', and
 (when Redis ran) procshare / Redis for each workload both run; then the
-restart times of a data dir and the scaling curves. Ratios are ratios of
+restart times of a data dir, the CPU time an op of the multi-process
+workloads (clients and server, during the work) with the ceiling it puts
+on their ops/s, and the scaling curves. Ratios are ratios of
 medians, and the verdicts judge them; the median of the per-run ratios
 ("paired") is given too where both figures come from each run: two
 procshare workloads of one procshare-bench invocation, procshare against
@@ -28,7 +30,8 @@ MEDIAN_KEYS = ("ops", "seconds", "ops_per_s", "us_per_op", "startup_seconds",
                "data_dir_bytes", "log_bytes", "snapshot_seconds", "replayed",
                "p50_us", "p99_us", "baseline_rss_mib", "peak_rss_mib", "threads",
                "sessions", "served", "blocked_seconds", "release_seconds",
-               "used_memory_rss_mib", "used_memory_mib")
+               "used_memory_rss_mib", "used_memory_mib", "clients_cpu_us",
+               "server_cpu_us", "cores_busy")
 KEEP_KEYS = ("clients", "contenders", "pipeline", "durability", "transport", "entries",
              "inflight", "batch", "value_bytes", "waiters", "processes", "connections")
 PIPELINE_TARGET = 1_000_000
@@ -255,6 +258,7 @@ def main():
                "data dir MiB", "snapshot call s", ""], out)
 
     pipelined_table(get)
+    cpu_table(med, rows)
     crowd_table(med)
     memory_table(get)
     redis_table(get)
@@ -283,6 +287,35 @@ def pipelined_table(get):
                     verdict(ps, PIPELINE_TARGET, ">=")])
     table(["workload", "shape", "ops/s", "work ops/s", "redis pipelined", "/ redis",
            "/ 1M", "SPEC §6 target", ""], out)
+
+
+CPU_WORKLOADS = ("concurrent_dict_mix", "concurrent_dict_mix_memory",
+                 "concurrent_dict_mix_fsync_every_second", "concurrent_dict_mix_fsync_always",
+                 "lock_counter", "queue_producer_consumer", "pipelined_dict_mix",
+                 "batched_dict_mix")
+
+
+def cpu_table(med, rows):
+    """CPU time an op during the work, and what it says about the bound:
+    with the cores kept busy, CPU bounds the workload; far below, waiting
+    does (round trips, wake-ups)."""
+    found = [(wl, med[("procshare", wl)]) for wl in CPU_WORKLOADS
+             if med.get(("procshare", wl), {}).get("cores_busy") is not None]
+    if not found:
+        return
+    cores = next((r["nproc"] for r in rows if r.get("system") == "machine" and r.get("nproc")), None)
+    print("\nCPU time an op during the work (medians; user + system of the client processes "
+          "and of the server;\nceiling = the ops/s the cores would allow if CPU were all "
+          "that limited the workload; cores busy = CPU time / (work time x cores))\n")
+    out = []
+    for wl, m in found:
+        c, s, work = m.get("clients_cpu_us"), m.get("server_cpu_us"), m.get("work_ops_per_s")
+        total = c + s if c is not None and s is not None else None
+        ceiling = cores * 1e6 / total if cores and total else None
+        out.append([wl, fmt(work), fmt(c, 2), fmt(s, 2), fmt(total, 2), fmt(ceiling),
+                    fmt(m.get("cores_busy"), 2)])
+    table(["workload", "work ops/s", "clients us", "server us", "total us",
+           f"ceiling ops/s ({cores} cores)", "cores busy"], out)
 
 
 def crowd_table(med):

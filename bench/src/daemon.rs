@@ -123,6 +123,7 @@ impl Daemon {
             let _ = child.wait();
             bail!("{} did not listen on its Unix socket", path.display());
         }
+        crate::cpu::server_started(child.id());
         Ok(Daemon {
             child,
             tcp_url,
@@ -202,6 +203,7 @@ impl Drop for Daemon {
             self.terminate();
             let _ = self.child.wait();
         }
+        crate::cpu::server_gone(self.child.id());
     }
 }
 

@@ -11,6 +11,8 @@
 //!
 //! Whatever a worker prints after `ready` (a result line: its latencies, what
 //! it was served) comes back in `Timing::outputs`, one string per worker.
+//! The CPU time the workers and the server spent from `go` to the last exit
+//! comes back too (`Timing::clients_cpu`, `server_cpu`; see `cpu`).
 //! `run_during` also runs something in the parent while the workers work
 //! (releasing blocked waiters, say).
 
@@ -22,12 +24,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cpu;
+
 pub struct Timing {
     pub startup: Duration,
     pub work: Duration,
     pub total: Duration,
     /// Each worker's output after its `ready` line, in worker order.
     pub outputs: Vec<String>,
+    /// CPU time the workers spent from `go` to their exit (see `cpu`).
+    pub clients_cpu: Option<Duration>,
+    /// CPU time the server spent meanwhile, when this process started it.
+    pub server_cpu: Option<Duration>,
 }
 
 /// The live workers; kills whatever is still running when dropped, so that
@@ -78,6 +86,7 @@ pub fn run_during(
     };
     let (tx, rx) = mpsc::channel::<(usize, std::io::Result<ExitStatus>)>();
     let mut pipes: Vec<(ChildStdin, BufReader<ChildStdout>)> = Vec::with_capacity(count);
+    let children_before = cpu::waited_children();
     let t0 = Instant::now();
     for k in 0..count {
         let mut child = Command::new(exe)
@@ -112,6 +121,10 @@ pub fn run_during(
             bail!("worker {k} did not get ready (it said {line:?}; see its error above)");
         }
     }
+    // What the workers spent getting ready is left out of their figure.
+    let ready_cpu: Option<Duration> = fleet.pids.iter().map(|&p| cpu::on_cpu(p)).sum();
+    let server = cpu::current_server();
+    let server_at_go = server.and_then(cpu::on_cpu);
     let t_go = Instant::now();
     for (k, (stdin, _)) in pipes.iter_mut().enumerate() {
         stdin
@@ -146,6 +159,8 @@ pub fn run_during(
         }
     }
     let t_end = Instant::now();
+    let server_at_end = server.and_then(cpu::on_cpu);
+    let spent = cpu::waited_children().saturating_sub(children_before);
     let outputs = readers
         .into_iter()
         .map(|r| r.join().unwrap_or_default())
@@ -155,5 +170,9 @@ pub fn run_during(
         work: t_end - t_go,
         total: t_end - t0,
         outputs,
+        clients_cpu: ready_cpu.map(|ready| spent.saturating_sub(ready)),
+        server_cpu: server_at_go
+            .zip(server_at_end)
+            .map(|(go, end)| end.saturating_sub(go)),
     })
 }

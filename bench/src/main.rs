@@ -18,6 +18,7 @@
 //! and the RSS of 1,000,000 small dict entries (`memory`), the last two
 //! against fresh `procshared`s of their own.
 
+mod cpu;
 mod crowd;
 mod daemon;
 mod fleet;
@@ -426,8 +427,7 @@ impl Mix<'_> {
             worker_args(url, "mix", self.n, k, self.dict, None)
         })?;
         let ops = self.clients as u64 * self.n;
-        let mut row = Row::new(workload, ops, t.total.as_secs_f64())
-            .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+        let mut row = Row::new(workload, ops, t.total.as_secs_f64()).fleet(&t);
         row.clients = Some(self.clients);
         row.durability = Some(durability);
         row.emit();
@@ -495,8 +495,7 @@ fn lock_counter(
              ({contenders} contenders x {n}): the lock did not exclude"
         );
     }
-    let mut row = Row::new("lock_counter", ops, t.total.as_secs_f64())
-        .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+    let mut row = Row::new("lock_counter", ops, t.total.as_secs_f64()).fleet(&t);
     row.contenders = Some(contenders);
     row.emit();
     Ok(())
@@ -509,7 +508,7 @@ fn queue_pipe(exe: &Path, url: &str, names: &Names, n: u64) -> Result<()> {
         worker_args(url, "queue", n, k, &names.queue, None)
     })?;
     Row::new("queue_producer_consumer", n, t.total.as_secs_f64())
-        .split(t.startup.as_secs_f64(), t.work.as_secs_f64())
+        .fleet(&t)
         .emit();
     Ok(())
 }

@@ -49,8 +49,7 @@ pub fn pipelined(exe: &Path, url: &str, dict: &str, p: &Params) -> Result<()> {
     })?;
     let ops = n * p.procs as u64;
     check_counts(&t, ops, p.procs)?;
-    let mut row = Row::new("pipelined_dict_mix", ops, t.total.as_secs_f64())
-        .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+    let mut row = Row::new("pipelined_dict_mix", ops, t.total.as_secs_f64()).fleet(&t);
     row.clients = Some(p.procs);
     row.inflight = Some(p.inflight);
     row.emit();
@@ -74,8 +73,7 @@ pub fn batched(exe: &Path, url: &str, dict: &str, p: &Params) -> Result<()> {
     })?;
     let ops = n * p.procs as u64;
     check_counts(&t, ops, p.procs)?;
-    let mut row = Row::new("batched_dict_mix", ops, t.total.as_secs_f64())
-        .split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+    let mut row = Row::new("batched_dict_mix", ops, t.total.as_secs_f64()).fleet(&t);
     row.clients = Some(p.procs);
     row.inflight = Some(p.inflight);
     row.batch = Some(p.batch);

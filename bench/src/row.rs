@@ -30,6 +30,18 @@ pub struct Row {
     /// `ops / work_seconds`: the throughput with process start left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_ops_per_s: Option<f64>,
+    /// Multi-process workloads: the CPU time (user + system) the client
+    /// processes spent during the work, a op, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients_cpu_us: Option<f64>,
+    /// The same for the server, when this process started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us: Option<f64>,
+    /// Clients' and server's CPU time during the work over the work's
+    /// wall time times the cores: near 1, the cores were kept busy (CPU
+    /// bounds the workload); far below, the processes mostly waited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores_busy: Option<f64>,
     /// Where the server kept its state: `memory`, or a data dir with
     /// `--fsync every-second` or `always`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +153,23 @@ impl Row {
         self.work_seconds = Some(round(work, 4));
         self.work_ops_per_s = Some(round(self.ops as f64 / work, 1));
         self
+    }
+
+    /// [`Row::split`], plus the CPU time the fleet's processes spent
+    /// during the work, where it is known.
+    pub fn fleet(self, t: &crate::fleet::Timing) -> Row {
+        let mut row = self.split(t.startup.as_secs_f64(), t.work.as_secs_f64());
+        let per_op = |d: std::time::Duration| round(d.as_secs_f64() * 1e6 / row.ops as f64, 2);
+        row.clients_cpu_us = t.clients_cpu.map(per_op);
+        row.server_cpu_us = t.server_cpu.map(per_op);
+        if let (Some(c), Some(s)) = (t.clients_cpu, t.server_cpu) {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let wall = t.work.as_secs_f64() * cores as f64;
+            if wall > 0.0 {
+                row.cores_busy = Some(round((c + s).as_secs_f64() / wall, 2));
+            }
+        }
+        row
     }
 
     /// The row as one JSON line, spaced like Python's `json.dumps`.
