@@ -31,7 +31,7 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_ops_per_s: Option<f64>,
     /// Multi-process workloads: the CPU time (user + system) the client
-    /// processes spent during the work, a op, in microseconds.
+    /// processes spent during the work, per op, in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clients_cpu_us: Option<f64>,
     /// The same for the server, when this process started it.
